@@ -1,0 +1,13 @@
+module github.com/chorus-rt/chorus
+
+go 1.26.8
+
+require (
+	github.com/gobwas/ws v1.4.0
+	go.yaml.in/yaml/v3 v3.0.6
+)
+
+require (
+	github.com/gobwas/httphead v0.1.0 // indirect
+	github.com/gobwas/pool v0.2.1 // indirect
+)

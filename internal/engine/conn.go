@@ -1,0 +1,307 @@
+package engine
+
+import (
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// Request is what a session keeps of its opening HTTP request.
+type Request struct {
+	Query      url.Values
+	Header     http.Header
+	RemoteAddr string
+	Host       string
+	Secure     bool
+	Time       time.Time
+}
+
+type connState uint8
+
+const (
+	stateOpen    connState = iota
+	stateClosing           // closed by the server: the queued packets are still being flushed
+	stateClosed
+)
+
+// Conn is one Engine.IO session. Its methods are safe for concurrent use.
+type Conn struct {
+	srv     *Server
+	id      string
+	req     Request
+	handler Handler
+
+	// inMu serialises the delivery of incoming packets, whichever transport they arrive on.
+	inMu sync.Mutex
+
+	mu        sync.Mutex
+	state     connState
+	reason    string
+	transport string
+	out       []frame
+	spare     []frame // the previous batch's backing array, reused for the next one
+	// long-polling
+	polling  bool          // a GET is being answered
+	pollWake chan struct{} // closed to wake the waiting GET
+	posting  bool          // a POST is being handled
+	// websocket
+	ws        *wsConn
+	flushing  bool // a goroutine is writing out to ws
+	upgrading bool
+	// heartbeat
+	pingTimer    *time.Timer
+	timeoutTimer *time.Timer
+	closeTimer   *time.Timer
+}
+
+func newConn(s *Server, id string, r *http.Request, transport string) *Conn {
+	return &Conn{
+		srv:       s,
+		id:        id,
+		transport: transport,
+		req: Request{
+			Query:      r.URL.Query(),
+			Header:     r.Header.Clone(),
+			RemoteAddr: r.RemoteAddr,
+			Host:       r.Host,
+			Secure:     r.TLS != nil,
+			Time:       time.Now(),
+		},
+	}
+}
+
+// ID returns the session id (the `sid` of the Engine.IO handshake).
+func (c *Conn) ID() string { return c.id }
+
+// Request returns the session's opening request.
+func (c *Conn) Request() *Request { return &c.req }
+
+// Transport returns the current transport name.
+func (c *Conn) Transport() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.transport
+}
+
+// Send queues message packets; they leave in the order of the Send calls. It reports false if the
+// session is closed. The packets' Data must not be modified afterwards.
+func (c *Conn) Send(pkts ...Packet) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return false
+	}
+	for _, p := range pkts {
+		c.out = append(c.out, frame{typ: typeMessage, data: p.Data, binary: p.Binary})
+	}
+	c.kickLocked()
+	return true
+}
+
+// Writable reports whether the session can take a packet right now without buffering it behind
+// others; volatile packets are dropped when it cannot.
+func (c *Conn) Writable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen || c.upgrading {
+		return false
+	}
+	if c.transport == Polling {
+		return c.pollWake != nil
+	}
+	return !c.flushing
+}
+
+// kickLocked makes the current transport write out the queue.
+func (c *Conn) kickLocked() {
+	if c.transport == WebSocket && c.ws != nil {
+		if !c.flushing {
+			c.flushing = true
+			go c.flushWebSocket(c.ws)
+		}
+		return
+	}
+	c.wakePollLocked()
+}
+
+func (c *Conn) wakePollLocked() {
+	if c.pollWake != nil {
+		close(c.pollWake)
+		c.pollWake = nil
+	}
+}
+
+// takeLocked returns the queued frames and leaves the queue empty.
+func (c *Conn) takeLocked() []frame {
+	batch := c.out
+	c.out = c.spare[:0]
+	c.spare = nil
+	return batch
+}
+
+// recycle gives a written batch's array back for the next batch.
+func (c *Conn) recycle(batch []frame) {
+	clear(batch)
+	c.mu.Lock()
+	if c.spare == nil && cap(batch) <= 1024 {
+		c.spare = batch[:0]
+	}
+	c.mu.Unlock()
+}
+
+// Close closes the session after the packets queued so far are written. reason is what the handler's
+// OnClose receives.
+func (c *Conn) Close(reason string) {
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return
+	}
+	c.state = stateClosing
+	c.reason = reason
+	c.stopTimersLocked()
+	switch {
+	case c.transport == WebSocket && c.ws != nil:
+		c.kickLocked() // the flusher closes the socket once the queue is written
+	case c.pollWake != nil:
+		c.wakePollLocked() // the waiting GET takes the queue and a close packet
+	default:
+		// No GET is waiting: keep the queue for the next one, but not for ever.
+		c.closeTimer = time.AfterFunc(c.srv.opts.PingTimeout, c.finish)
+	}
+	c.mu.Unlock()
+	c.notifyClose(reason)
+}
+
+// fail closes the session at once, dropping what is queued: the transport is gone or the peer
+// misbehaved.
+func (c *Conn) fail(reason string) {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	wasOpen := c.state == stateOpen
+	c.state = stateClosed
+	if wasOpen {
+		c.reason = reason
+	}
+	c.stopTimersLocked()
+	c.out = nil
+	c.wakePollLocked()
+	ws := c.ws
+	c.mu.Unlock()
+	if ws != nil {
+		ws.close()
+	}
+	c.srv.remove(c)
+	if wasOpen {
+		c.notifyClose(reason)
+	}
+}
+
+// finish ends a closing session once its queue is written (or abandoned).
+func (c *Conn) finish() {
+	c.mu.Lock()
+	if c.state == stateClosed {
+		c.mu.Unlock()
+		return
+	}
+	c.state = stateClosed
+	c.stopTimersLocked()
+	c.out = nil
+	c.wakePollLocked()
+	ws := c.ws
+	c.mu.Unlock()
+	if ws != nil {
+		ws.close()
+	}
+	c.srv.remove(c)
+}
+
+func (c *Conn) notifyClose(reason string) {
+	c.srv.log.Debug("engine close", "conn", c.id, "reason", reason)
+	go func() {
+		c.inMu.Lock()
+		defer c.inMu.Unlock()
+		c.handler.OnClose(reason)
+	}()
+}
+
+func (c *Conn) stopTimersLocked() {
+	for _, t := range []*time.Timer{c.pingTimer, c.timeoutTimer, c.closeTimer} {
+		if t != nil {
+			t.Stop()
+		}
+	}
+}
+
+// schedulePingLocked arms the next heartbeat.
+func (c *Conn) schedulePingLocked() {
+	if c.pingTimer == nil {
+		c.pingTimer = time.AfterFunc(c.srv.opts.PingInterval, c.ping)
+		return
+	}
+	c.pingTimer.Reset(c.srv.opts.PingInterval)
+}
+
+// ping sends a heartbeat. The timeout is armed before the ping is queued, so a pong that comes back
+// at once always finds it (the library wrote first and armed later, losing fast pongs).
+func (c *Conn) ping() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return
+	}
+	if c.timeoutTimer == nil {
+		c.timeoutTimer = time.AfterFunc(c.srv.opts.PingTimeout, c.pingTimedOut)
+	} else {
+		c.timeoutTimer.Reset(c.srv.opts.PingTimeout)
+	}
+	c.out = append(c.out, frame{typ: typePing})
+	c.kickLocked()
+}
+
+func (c *Conn) pingTimedOut() {
+	c.mu.Lock()
+	open := c.state == stateOpen
+	c.mu.Unlock()
+	if open {
+		c.fail("ping timeout")
+	}
+}
+
+func (c *Conn) pong() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return
+	}
+	if c.timeoutTimer != nil {
+		c.timeoutTimer.Stop()
+	}
+	c.schedulePingLocked()
+}
+
+// onFrame handles one incoming packet. It is called with inMu held.
+func (c *Conn) onFrame(f frame) {
+	switch f.typ {
+	case typeMessage:
+		c.mu.Lock()
+		open := c.state == stateOpen
+		c.mu.Unlock()
+		if open {
+			c.handler.OnMessage(f.data, f.binary)
+		}
+	case typePong:
+		c.pong()
+	case typeClose:
+		c.fail("transport close")
+	case typeNoop, typeUpgrade, typePing:
+		// A ping from a v4 client only comes as the upgrade probe, which the WebSocket side handles;
+		// noop and stray upgrade packets carry nothing.
+	default:
+		c.fail("parse error")
+	}
+}

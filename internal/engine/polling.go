@@ -1,0 +1,125 @@
+package engine
+
+import (
+	"errors"
+	"io"
+	"net/http"
+)
+
+// servePoll answers a long-polling GET with the queued packets, waiting for some if there are none.
+func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
+	c.mu.Lock()
+	// The transport check and the registration of this GET happen under one lock, so a session that
+	// closes or upgrades concurrently either refuses this GET or wakes it: it can never wait forever.
+	if c.transport != Polling || c.state == stateClosed {
+		c.mu.Unlock()
+		writeError(w, codeBadRequest, "")
+		return
+	}
+	if c.polling {
+		c.mu.Unlock()
+		writeError(w, codeBadRequest, errOverlap.Error())
+		c.fail("transport error")
+		return
+	}
+	c.polling = true
+	if len(c.out) == 0 && c.state == stateOpen && !c.upgrading {
+		wake := make(chan struct{})
+		c.pollWake = wake
+		c.mu.Unlock()
+		select {
+		case <-wake:
+		case <-r.Context().Done():
+			// The client went away mid-poll: the session has lost its downstream.
+			c.mu.Lock()
+			c.polling = false
+			if c.pollWake == wake {
+				c.pollWake = nil
+			}
+			c.mu.Unlock()
+			c.fail("transport close")
+			return
+		}
+		c.mu.Lock()
+	}
+	batch := c.takeLocked()
+	closing := c.state != stateOpen
+	if closing {
+		batch = append(batch, frame{typ: typeClose})
+	} else if len(batch) == 0 {
+		// Woken for an upgrade: answer so that the client can pause polling.
+		batch = append(batch, frame{typ: typeNoop})
+	}
+	c.polling = false
+	c.mu.Unlock()
+
+	buf := appendPayload(getBuf(), batch)
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=UTF-8")
+	h.Set("Content-Length", itoa(int64(len(buf))))
+	h.Set("Cache-Control", "no-store")
+	_, err := w.Write(buf)
+	putBuf(buf)
+	c.recycle(batch)
+	if closing {
+		c.finish()
+	} else if err != nil {
+		c.fail("transport error")
+	}
+}
+
+// servePost handles a long-polling POST. The whole body is read and decoded before any packet is
+// handled: a body over MaxPayload (with or without Content-Length) gets 413 and a malformed one gets
+// 400 and closes the session, and in both cases no packet of it is handled.
+func (s *Server) servePost(w http.ResponseWriter, r *http.Request, c *Conn) {
+	c.mu.Lock()
+	if c.state != stateOpen || (c.transport != Polling && !c.upgrading) {
+		c.mu.Unlock()
+		writeError(w, codeBadRequest, "")
+		return
+	}
+	if c.posting {
+		c.mu.Unlock()
+		writeError(w, codeBadRequest, errOverlap.Error())
+		c.fail("transport error")
+		return
+	}
+	c.posting = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.posting = false
+		c.mu.Unlock()
+	}()
+
+	max := s.opts.MaxPayload
+	if r.ContentLength > max {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		c.fail("transport error")
+		return
+	}
+	frames, err := decodePayload(body)
+	if err != nil {
+		s.log.Debug("engine bad payload", "conn", c.id, "err", err)
+		writeError(w, codeBadRequest, "")
+		c.fail("parse error")
+		return
+	}
+	c.inMu.Lock()
+	for _, f := range frames {
+		c.onFrame(f)
+	}
+	c.inMu.Unlock()
+	w.Header().Set("Content-Type", "text/html")
+	w.Write([]byte("ok"))
+}

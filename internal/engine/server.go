@@ -1,0 +1,294 @@
+// Package engine is chorus's Engine.IO v4 server: HTTP long-polling, WebSocket, the upgrade from one to
+// the other, and heartbeats. It owns the transport layer that the socket.io library got wrong (see
+// docs/ARCHITECTURE.md): every session has one lock, packets leave in the order they were queued, and
+// incoming packets reach the Handler one at a time.
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Transport names, as in the `transport` query parameter.
+const (
+	Polling   = "polling"
+	WebSocket = "websocket"
+)
+
+// Options configures a Server. The zero value of each field is documented.
+type Options struct {
+	// PingInterval is how often the server pings each client; 0 means 25s.
+	PingInterval time.Duration
+	// PingTimeout is how long a client has to answer a ping before it is closed; 0 means 20s.
+	PingTimeout time.Duration
+	// MaxPayload is the largest WebSocket message and polling POST body, in bytes; 0 means 1e6.
+	MaxPayload int64
+	// Transports lists the enabled transports; nil means both.
+	Transports []string
+	// CORSOrigins lists the origins that may connect from a browser besides the server's own; "*" allows
+	// any. A request whose Origin is not allowed is refused with 403 on every transport.
+	CORSOrigins []string
+	// AllowRequest, when set, is asked before a new session is created; an error refuses the handshake
+	// with 403 and the error's text. It runs on the request's goroutine.
+	AllowRequest func(r *http.Request) error
+	// OnOpen is called once per new session, before its open packet is sent; the Handler it returns
+	// receives the session's packets. Required.
+	OnOpen func(c *Conn) Handler
+	// Logger receives transport-level events; nil discards them.
+	Logger *slog.Logger
+}
+
+// Handler receives one session's incoming messages. OnMessage is never called concurrently for one
+// session, and never after OnClose. OnClose is called exactly once, on its own goroutine, after any
+// OnMessage in progress has returned. OnUpgrade is called when the session moves to WebSocket.
+type Handler interface {
+	OnMessage(data []byte, binary bool)
+	OnUpgrade(transport string)
+	OnClose(reason string)
+}
+
+// Server is an http.Handler for the Engine.IO endpoint (mount it at /socket.io/).
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	upgrades []string
+
+	mu    sync.RWMutex
+	conns map[string]*Conn
+}
+
+// NewServer returns a Server with opts' zero values replaced by their defaults.
+func NewServer(opts Options) *Server {
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = 25 * time.Second
+	}
+	if opts.PingTimeout <= 0 {
+		opts.PingTimeout = 20 * time.Second
+	}
+	if opts.MaxPayload <= 0 {
+		opts.MaxPayload = 1e6
+	}
+	if opts.Transports == nil {
+		opts.Transports = []string{Polling, WebSocket}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{opts: opts, log: opts.Logger, conns: make(map[string]*Conn)}
+	if s.enabled(Polling) && s.enabled(WebSocket) {
+		s.upgrades = []string{WebSocket}
+	} else {
+		s.upgrades = []string{}
+	}
+	return s
+}
+
+// Engine.IO error codes, answered as JSON {"code","message"} with status 400 (403 for codeForbidden).
+const (
+	codeUnknownTransport = 0
+	codeUnknownSID       = 1
+	codeBadHandshake     = 2
+	codeBadRequest       = 3
+	codeForbidden        = 4
+	codeBadVersion       = 5
+)
+
+var codeMessages = [...]string{"Transport unknown", "Session ID unknown", "Bad handshake method", "Bad request", "Forbidden", "Unsupported protocol version"}
+
+func writeError(w http.ResponseWriter, code int, message string) {
+	status := http.StatusBadRequest
+	if code == codeForbidden {
+		status = http.StatusForbidden
+	}
+	if message == "" {
+		message = codeMessages[code]
+	}
+	body, _ := json.Marshal(struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}{code, message})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+func (s *Server) enabled(transport string) bool { return slices.Contains(s.opts.Transports, transport) }
+
+// originAllowed reports whether a request may be served: non-browser clients send no Origin; browsers
+// may come from the server's own origin or from a configured one.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, o := range s.opts.CORSOrigins {
+		if o == "*" || o == origin {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host == r.Host
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !s.originAllowed(r) {
+		writeError(w, codeForbidden, "origin not allowed (see CHORUS_CORS_ORIGINS)")
+		return
+	}
+	if origin := r.Header.Get("Origin"); origin != "" {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Credentials", "true")
+		h.Add("Vary", "Origin")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+				h.Set("Access-Control-Allow-Headers", req)
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+	}
+	q := r.URL.Query()
+	transport := q.Get("transport")
+	if !s.enabled(transport) {
+		writeError(w, codeUnknownTransport, "")
+		return
+	}
+	if q.Get("EIO") != "4" {
+		writeError(w, codeBadVersion, "")
+		return
+	}
+	sid := q.Get("sid")
+	if transport == WebSocket {
+		s.serveWebSocket(w, r, sid)
+		return
+	}
+	if sid == "" {
+		if r.Method != http.MethodGet {
+			writeError(w, codeBadHandshake, "")
+			return
+		}
+		c := s.open(w, r, Polling)
+		if c == nil {
+			return
+		}
+		s.servePoll(w, r, c)
+		return
+	}
+	c := s.lookup(sid)
+	if c == nil {
+		writeError(w, codeUnknownSID, "")
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		s.servePoll(w, r, c)
+	case http.MethodPost:
+		s.servePost(w, r, c)
+	default:
+		writeError(w, codeBadRequest, "")
+	}
+}
+
+func (s *Server) lookup(sid string) *Conn {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.conns[sid]
+}
+
+// open creates a session after the AllowRequest check; it answers the request itself and returns nil
+// when the handshake is refused.
+func (s *Server) open(w http.ResponseWriter, r *http.Request, transport string) *Conn {
+	if s.opts.AllowRequest != nil {
+		if err := s.opts.AllowRequest(r); err != nil {
+			writeError(w, codeForbidden, err.Error())
+			return nil
+		}
+	}
+	c := newConn(s, newSID(), r, transport)
+	s.mu.Lock()
+	s.conns[c.id] = c
+	s.mu.Unlock()
+	c.handler = s.opts.OnOpen(c)
+
+	open := openPacket(c.id, s.upgradesFor(transport), s.opts)
+	c.mu.Lock()
+	c.out = append(c.out, frame{typ: typeOpen, data: open})
+	c.schedulePingLocked()
+	c.mu.Unlock()
+	s.log.Debug("engine open", "conn", c.id, "transport", transport, "remote", r.RemoteAddr)
+	return c
+}
+
+func (s *Server) upgradesFor(transport string) []string {
+	if transport == Polling {
+		return s.upgrades
+	}
+	return []string{}
+}
+
+func (s *Server) remove(c *Conn) {
+	s.mu.Lock()
+	if s.conns[c.id] == c {
+		delete(s.conns, c.id)
+	}
+	s.mu.Unlock()
+}
+
+// Len returns the number of open sessions.
+func (s *Server) Len() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.conns)
+}
+
+// Close closes every session with reason "server shutting down". Graceful draining happens above this
+// layer; Close is its last step.
+func (s *Server) Close() {
+	for _, c := range s.Conns() {
+		c.Close("server shutting down")
+	}
+}
+
+func newSID() string {
+	var b [15]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+var errOverlap = errors.New("overlapping request from client")
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// openPacket encodes the handshake that opens a session.
+func openPacket(sid string, upgrades []string, o Options) []byte {
+	b, _ := json.Marshal(struct {
+		SID          string   `json:"sid"`
+		Upgrades     []string `json:"upgrades"`
+		PingInterval int64    `json:"pingInterval"`
+		PingTimeout  int64    `json:"pingTimeout"`
+		MaxPayload   int64    `json:"maxPayload"`
+	}{sid, upgrades, o.PingInterval.Milliseconds(), o.PingTimeout.Milliseconds(), o.MaxPayload})
+	return b
+}
+
+// Conns returns the open sessions.
+func (s *Server) Conns() []*Conn {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*Conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		out = append(out, c)
+	}
+	return out
+}

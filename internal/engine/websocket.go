@@ -1,0 +1,316 @@
+package engine
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+)
+
+// upgradeTimeout bounds the probe/upgrade exchange of a polling session moving to WebSocket.
+const upgradeTimeout = 10 * time.Second
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuf() []byte { return (*bufPool.Get().(*[]byte))[:0] }
+
+func putBuf(b []byte) {
+	if cap(b) > 64<<10 {
+		return // let an outsized buffer go rather than pin it in the pool
+	}
+	bufPool.Put(&b)
+}
+
+// wsConn is a server-side WebSocket connection. Frames are written by one goroutine at a time (wmu);
+// all the frames of a batch go out in one write.
+type wsConn struct {
+	conn         net.Conn
+	br           *bufio.Reader
+	writeTimeout time.Duration
+
+	wmu       sync.Mutex
+	closeOnce sync.Once
+}
+
+func (w *wsConn) close() {
+	w.closeOnce.Do(func() {
+		w.wmu.Lock()
+		defer w.wmu.Unlock()
+		w.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		ws.WriteFrame(w.conn, ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
+		w.conn.Close()
+	})
+}
+
+// writeFrames writes a batch of Engine.IO packets, one WebSocket frame each, in a single write.
+func (w *wsConn) writeFrames(frames []frame) error {
+	buf := getBuf()
+	for _, f := range frames {
+		if f.binary {
+			buf = appendFrameHeader(buf, ws.OpBinary, len(f.data))
+			buf = append(buf, f.data...)
+			continue
+		}
+		buf = appendFrameHeader(buf, ws.OpText, 1+len(f.data))
+		buf = append(buf, f.typ)
+		buf = append(buf, f.data...)
+	}
+	w.wmu.Lock()
+	w.conn.SetWriteDeadline(time.Now().Add(w.writeTimeout))
+	_, err := w.conn.Write(buf)
+	w.wmu.Unlock()
+	putBuf(buf)
+	return err
+}
+
+func (w *wsConn) writeControl(op ws.OpCode, payload []byte) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.conn.SetWriteDeadline(time.Now().Add(w.writeTimeout))
+	return ws.WriteFrame(w.conn, ws.NewFrame(op, true, payload))
+}
+
+// appendFrameHeader appends an unmasked server frame header (RFC 6455 §5.2).
+func appendFrameHeader(b []byte, op ws.OpCode, n int) []byte {
+	b = append(b, 0x80|byte(op))
+	switch {
+	case n <= 125:
+		return append(b, byte(n))
+	case n <= 0xffff:
+		return append(b, 126, byte(n>>8), byte(n))
+	default:
+		return append(b, 127, byte(n>>56), byte(n>>48), byte(n>>40), byte(n>>32), byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+}
+
+var errMessageTooBig = errors.New("message larger than the max payload")
+
+// readMessage reads one WebSocket data message, answering pings and close frames on the way.
+// Messages over max bytes, across all their fragments, are refused.
+func (w *wsConn) readMessage(max int64) (data []byte, binary bool, err error) {
+	var op ws.OpCode
+	for {
+		h, err := ws.ReadHeader(w.br)
+		if err != nil {
+			return nil, false, err
+		}
+		if err := ws.CheckHeader(h, ws.StateServerSide); err != nil {
+			return nil, false, err
+		}
+		if h.OpCode.IsControl() {
+			payload := make([]byte, h.Length)
+			if _, err := io.ReadFull(w.br, payload); err != nil {
+				return nil, false, err
+			}
+			ws.Cipher(payload, h.Mask, 0)
+			switch h.OpCode {
+			case ws.OpPing:
+				w.writeControl(ws.OpPong, payload)
+			case ws.OpClose:
+				return nil, false, io.EOF
+			}
+			continue
+		}
+		if h.OpCode != ws.OpContinuation {
+			if op != 0 {
+				return nil, false, ws.ErrProtocolContinuationExpected
+			}
+			op = h.OpCode
+		} else if op == 0 {
+			return nil, false, ws.ErrProtocolContinuationUnexpected
+		}
+		if int64(len(data))+h.Length > max {
+			return nil, false, errMessageTooBig
+		}
+		start := len(data)
+		data = append(data, make([]byte, h.Length)...)
+		if _, err := io.ReadFull(w.br, data[start:]); err != nil {
+			return nil, false, err
+		}
+		ws.Cipher(data[start:], h.Mask, 0)
+		if h.Fin {
+			return data, op == ws.OpBinary, nil
+		}
+	}
+}
+
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid string) {
+	if r.Method != http.MethodGet || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		writeError(w, codeBadRequest, "")
+		return
+	}
+	var c *Conn
+	if sid != "" {
+		c = s.lookup(sid)
+		if c == nil {
+			writeError(w, codeUnknownSID, "")
+			return
+		}
+		c.mu.Lock()
+		ok := c.state == stateOpen && c.transport == Polling && !c.upgrading
+		c.mu.Unlock()
+		if !ok {
+			writeError(w, codeBadRequest, "")
+			return
+		}
+	} else if s.opts.AllowRequest != nil {
+		if err := s.opts.AllowRequest(r); err != nil {
+			writeError(w, codeForbidden, err.Error())
+			return
+		}
+	}
+	conn, brw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		s.log.Debug("websocket handshake failed", "err", err)
+		return
+	}
+	wc := &wsConn{conn: conn, br: brw.Reader, writeTimeout: s.opts.PingInterval + s.opts.PingTimeout}
+	if c == nil {
+		c = newConn(s, newSID(), r, WebSocket)
+		s.mu.Lock()
+		s.conns[c.id] = c
+		s.mu.Unlock()
+		c.handler = s.opts.OnOpen(c)
+		c.mu.Lock()
+		c.ws = wc
+		c.mu.Unlock()
+		s.openWebSocket(c, r)
+	} else if !s.probe(c, wc) {
+		wc.close()
+		return
+	}
+	s.readWebSocket(c, wc)
+}
+
+// openWebSocket sends the open packet of a session that started on WebSocket.
+func (s *Server) openWebSocket(c *Conn, r *http.Request) {
+	open := openPacket(c.id, []string{}, s.opts)
+	c.mu.Lock()
+	c.out = append(c.out, frame{typ: typeOpen, data: open})
+	c.schedulePingLocked()
+	c.kickLocked()
+	c.mu.Unlock()
+	s.log.Debug("engine open", "conn", c.id, "transport", WebSocket, "remote", r.RemoteAddr)
+}
+
+// probe runs the upgrade of a polling session: "2probe" → "3probe", the waiting GET is answered with
+// a noop so the client can pause polling, then "5" switches the session to WebSocket.
+func (s *Server) probe(c *Conn, wc *wsConn) bool {
+	c.mu.Lock()
+	if c.state != stateOpen || c.transport != Polling || c.upgrading {
+		c.mu.Unlock()
+		return false
+	}
+	c.upgrading = true
+	c.mu.Unlock()
+	ok := false
+	defer func() {
+		if !ok {
+			c.mu.Lock()
+			c.upgrading = false
+			c.mu.Unlock()
+		}
+	}()
+
+	wc.conn.SetReadDeadline(time.Now().Add(upgradeTimeout))
+	data, binary, err := wc.readMessage(s.opts.MaxPayload)
+	if err != nil || binary || string(data) != "2probe" {
+		return false
+	}
+	if err := wc.writeFrames([]frame{{typ: typePong, data: []byte("probe")}}); err != nil {
+		return false
+	}
+	c.mu.Lock()
+	c.wakePollLocked()
+	c.mu.Unlock()
+
+	data, binary, err = wc.readMessage(s.opts.MaxPayload)
+	if err != nil || binary || string(data) != "5" {
+		return false
+	}
+	wc.conn.SetReadDeadline(time.Time{})
+	c.mu.Lock()
+	if c.state != stateOpen {
+		c.mu.Unlock()
+		return false
+	}
+	c.transport = WebSocket
+	c.ws = wc
+	c.upgrading = false
+	c.wakePollLocked()
+	if len(c.out) > 0 {
+		c.kickLocked()
+	}
+	c.mu.Unlock()
+	ok = true
+	s.log.Debug("engine upgrade", "conn", c.id, "transport", WebSocket)
+	c.inMu.Lock()
+	c.handler.OnUpgrade(WebSocket)
+	c.inMu.Unlock()
+	return true
+}
+
+// readWebSocket is the session's reader; it runs on the request's goroutine until the socket closes.
+func (s *Server) readWebSocket(c *Conn, wc *wsConn) {
+	for {
+		data, binary, err := wc.readMessage(s.opts.MaxPayload)
+		if err != nil {
+			reason := "transport close"
+			if errors.Is(err, errMessageTooBig) {
+				reason = "transport error"
+				s.log.Debug("websocket message too big", "conn", c.id)
+				wc.writeControl(ws.OpClose, ws.NewCloseFrameBody(ws.StatusMessageTooBig, "message too big"))
+			}
+			c.fail(reason)
+			wc.close()
+			return
+		}
+		var f frame
+		if binary {
+			f = frame{typ: typeMessage, data: data, binary: true}
+		} else if f, err = decodeText(data); err != nil {
+			c.fail("parse error")
+			wc.close()
+			return
+		}
+		c.inMu.Lock()
+		c.onFrame(f)
+		c.inMu.Unlock()
+	}
+}
+
+// flushWebSocket writes the queue to the socket until it is empty; at most one runs per session, and
+// none while the session is idle.
+func (c *Conn) flushWebSocket(wc *wsConn) {
+	for {
+		c.mu.Lock()
+		if len(c.out) == 0 || c.state == stateClosed {
+			c.flushing = false
+			closing := c.state == stateClosing
+			c.mu.Unlock()
+			if closing {
+				c.finish()
+			}
+			return
+		}
+		batch := c.takeLocked()
+		c.mu.Unlock()
+		if err := wc.writeFrames(batch); err != nil {
+			c.mu.Lock()
+			c.flushing = false
+			c.mu.Unlock()
+			c.fail("transport error")
+			return
+		}
+		c.recycle(batch)
+	}
+}
