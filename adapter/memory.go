@@ -1,0 +1,135 @@
+package adapter
+
+import (
+	"sync"
+
+	"github.com/chorus-rt/chorus/internal/protocol"
+)
+
+// Memory is the single-node adapter: rooms live in this process only.
+type Memory struct {
+	nsp Namespace
+
+	mu    sync.RWMutex
+	rooms map[string]map[string]struct{} // room → socket ids
+	sids  map[string]map[string]struct{} // socket id → rooms
+}
+
+// NewMemory is a Factory for the in-memory adapter.
+func NewMemory(nsp Namespace) Adapter {
+	return &Memory{nsp: nsp, rooms: make(map[string]map[string]struct{}), sids: make(map[string]map[string]struct{})}
+}
+
+func (m *Memory) Join(id string, rooms ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mine := m.sids[id]
+	if mine == nil {
+		mine = make(map[string]struct{}, len(rooms))
+		m.sids[id] = mine
+	}
+	for _, r := range rooms {
+		mine[r] = struct{}{}
+		members := m.rooms[r]
+		if members == nil {
+			members = make(map[string]struct{})
+			m.rooms[r] = members
+		}
+		members[id] = struct{}{}
+	}
+}
+
+func (m *Memory) Leave(id, room string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.leaveLocked(id, room)
+}
+
+func (m *Memory) leaveLocked(id, room string) {
+	if mine := m.sids[id]; mine != nil {
+		delete(mine, room)
+	}
+	if members := m.rooms[room]; members != nil {
+		delete(members, id)
+		if len(members) == 0 {
+			delete(m.rooms, room)
+		}
+	}
+}
+
+func (m *Memory) LeaveAll(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for r := range m.sids[id] {
+		m.leaveLocked(id, r)
+	}
+	delete(m.sids, id)
+}
+
+func (m *Memory) Rooms(id string) []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]string, 0, len(m.sids[id]))
+	for r := range m.sids[id] {
+		out = append(out, r)
+	}
+	return out
+}
+
+func (m *Memory) Sockets(rooms []string) []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.selectLocked(rooms, nil)
+}
+
+// selectLocked returns the sockets in any of rooms (all if empty) and in none of except.
+func (m *Memory) selectLocked(rooms, except []string) []string {
+	excluded := func(id string) bool {
+		for _, r := range except {
+			if _, ok := m.rooms[r][id]; ok {
+				return true
+			}
+		}
+		return false
+	}
+	var out []string
+	if len(rooms) == 0 {
+		out = make([]string, 0, len(m.sids))
+		for id := range m.sids {
+			if !excluded(id) {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	if len(rooms) == 1 {
+		members := m.rooms[rooms[0]]
+		out = make([]string, 0, len(members))
+		for id := range members {
+			if !excluded(id) {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	seen := make(map[string]struct{})
+	for _, r := range rooms {
+		for id := range m.rooms[r] {
+			if _, dup := seen[id]; dup || excluded(id) {
+				continue
+			}
+			seen[id] = struct{}{}
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func (m *Memory) Broadcast(p *protocol.Packet, opts BroadcastOptions) {
+	m.mu.RLock()
+	ids := m.selectLocked(opts.Rooms, opts.Except)
+	m.mu.RUnlock()
+	m.nsp.Deliver(p, ids, opts.Volatile)
+}
+
+func (m *Memory) Close() error { return nil }

@@ -1,0 +1,227 @@
+package sio
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/chorus-rt/chorus/internal/engine"
+	"github.com/chorus-rt/chorus/internal/protocol"
+)
+
+// client is one Engine.IO session and the sockets it has opened, one per namespace. Its methods run
+// on the session's reader (engine.Handler's contract: one at a time).
+type client struct {
+	srv  *Server
+	conn *engine.Conn
+
+	mu      sync.Mutex
+	sockets map[string]*Conn // by namespace name
+	closed  bool
+
+	pending     *protocol.Packet // a binary packet waiting for its attachments
+	want        int
+	attachments [][]byte
+
+	connectTimer *time.Timer
+}
+
+func newClient(s *Server, conn *engine.Conn) *client {
+	cl := &client{srv: s, conn: conn, sockets: make(map[string]*Conn)}
+	cl.connectTimer = time.AfterFunc(s.opts.ConnectTimeout, func() {
+		cl.mu.Lock()
+		idle := len(cl.sockets) == 0
+		cl.mu.Unlock()
+		if idle {
+			conn.Close("connect timeout")
+		}
+	})
+	return cl
+}
+
+func (cl *client) OnMessage(data []byte, binary bool) {
+	if binary {
+		if cl.pending == nil {
+			cl.fail(protocol.ErrUnexpectedData)
+			return
+		}
+		cl.attachments = append(cl.attachments, data)
+		if len(cl.attachments) < cl.want {
+			return
+		}
+		p := cl.pending
+		cl.pending, cl.want = nil, 0
+		atts := cl.attachments
+		cl.attachments = nil
+		if err := p.Complete(atts); err != nil {
+			cl.fail(err)
+			return
+		}
+		cl.onPacket(p)
+		return
+	}
+	if cl.pending != nil {
+		cl.fail(protocol.ErrAttachments) // text arrived while attachments were still due
+		return
+	}
+	p, want, err := protocol.DecodeHeader(data)
+	if err != nil {
+		cl.fail(err)
+		return
+	}
+	if want > 0 {
+		cl.pending, cl.want = &p, want
+		return
+	}
+	if p.Type == protocol.BinaryEvent || p.Type == protocol.BinaryAck {
+		if err := p.Complete(nil); err != nil {
+			cl.fail(err)
+			return
+		}
+	}
+	cl.onPacket(&p)
+}
+
+// fail closes the connection on a packet that does not decode, as Node does.
+func (cl *client) fail(err error) {
+	cl.srv.log.Debug("parse error", "conn", cl.conn.ID(), "err", err)
+	cl.conn.Close("parse error")
+}
+
+func (cl *client) onPacket(p *protocol.Packet) {
+	cl.mu.Lock()
+	c := cl.sockets[p.Nsp]
+	cl.mu.Unlock()
+	switch {
+	case p.Type == protocol.Connect && c == nil:
+		cl.connect(p)
+	case c == nil || p.Type == protocol.Connect || p.Type == protocol.ConnectError:
+		// A packet for a namespace this client has not joined, or a second connect: Node closes the
+		// connection ("invalid state"), and so do we.
+		cl.srv.log.Debug("invalid state", "conn", cl.conn.ID(), "nsp", p.Nsp, "type", int(p.Type))
+		cl.conn.Close("parse error")
+	case p.Type == protocol.Disconnect:
+		if cl.detach(c) {
+			c.onClose("client namespace disconnect")
+		}
+	case p.Type == protocol.Event || p.Type == protocol.BinaryEvent:
+		args, err := protocol.Args(p.Data)
+		if err != nil || len(args) == 0 {
+			cl.fail(protocol.ErrPayload)
+			return
+		}
+		var event string
+		if json.Unmarshal(args[0], &event) != nil {
+			cl.fail(protocol.ErrPayload)
+			return
+		}
+		c.enqueue(queued{event: event, msg: &Message{Args: args[1:], Attachments: p.Attachments}, ackID: p.ID, ack: p.HasID})
+	case p.Type == protocol.Ack || p.Type == protocol.BinaryAck:
+		args, err := protocol.Args(p.Data)
+		if err != nil {
+			cl.fail(err)
+			return
+		}
+		c.onAck(p.ID, &Message{Args: args, Attachments: p.Attachments})
+	}
+}
+
+// connect runs the namespace's middleware and, if they agree, registers the socket before telling the
+// client it is connected, so that an event the client sends right after is never refused.
+func (cl *client) connect(p *protocol.Packet) {
+	n, ok := cl.srv.Lookup(p.Nsp)
+	if !ok {
+		cl.connectError(p.Nsp, &Error{Message: "Invalid namespace"}) // no code: the same packet as Node
+		return
+	}
+	req := cl.conn.Request()
+	h := &Handshake{
+		Headers: req.Header,
+		Query:   req.Query,
+		Address: req.RemoteAddr,
+		Secure:  req.Secure,
+		Time:    time.Now(),
+		Issued:  time.Now().UnixMilli(),
+		URL:     "/socket.io/?" + req.Query.Encode(),
+		Auth:    p.Data,
+	}
+	if len(h.Auth) == 0 {
+		h.Auth = json.RawMessage("null")
+	}
+	for _, m := range n.middleware {
+		if err := m(context.Background(), h, h.Auth); err != nil {
+			e := asError(err)
+			cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", n.name, "reason", e.Code, "remote", req.RemoteAddr)
+			cl.connectError(p.Nsp, e)
+			return
+		}
+	}
+	c := newConn(newSocketID(), n, cl, h)
+	cl.mu.Lock()
+	if cl.closed {
+		cl.mu.Unlock()
+		return
+	}
+	cl.sockets[n.name] = c
+	cl.mu.Unlock()
+	cl.connectTimer.Stop()
+	n.add(c)
+	data, _ := json.Marshal(struct {
+		SID string `json:"sid"`
+	}{c.id})
+	c.send(&protocol.Packet{Type: protocol.Connect, Nsp: n.name, Data: data})
+	cl.srv.log.Info("connect", "sid", c.id, "nsp", n.name, "transport", cl.conn.Transport(), "remote", req.RemoteAddr, "conn", cl.conn.ID())
+	for _, f := range n.onConnect {
+		f(c)
+	}
+}
+
+func (cl *client) connectError(nsp string, e *Error) {
+	var data []byte
+	if e.Code == "" {
+		data, _ = json.Marshal(struct {
+			Message string `json:"message"`
+		}{e.Message})
+	} else {
+		data, _ = json.Marshal(struct {
+			Message string            `json:"message"`
+			Data    map[string]string `json:"data"`
+		}{e.Message, map[string]string{"code": e.Code}})
+	}
+	p := &protocol.Packet{Type: protocol.ConnectError, Nsp: nsp, Data: data}
+	cl.conn.Send(encodePacket(p)...)
+}
+
+// detach removes c from the client; it reports whether c was still attached.
+func (cl *client) detach(c *Conn) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.sockets[c.nsp.name] != c {
+		return false
+	}
+	delete(cl.sockets, c.nsp.name)
+	return true
+}
+
+func (cl *client) OnUpgrade(transport string) {
+	cl.mu.Lock()
+	ids := make([]string, 0, len(cl.sockets))
+	for _, c := range cl.sockets {
+		ids = append(ids, c.id)
+	}
+	cl.mu.Unlock()
+	cl.srv.log.Info("upgrade", "conn", cl.conn.ID(), "sids", ids, "transport", transport)
+}
+
+func (cl *client) OnClose(reason string) {
+	cl.connectTimer.Stop()
+	cl.mu.Lock()
+	cl.closed = true
+	sockets := cl.sockets
+	cl.sockets = nil
+	cl.mu.Unlock()
+	for _, c := range sockets {
+		c.onClose(reason)
+	}
+}

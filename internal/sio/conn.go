@@ -1,0 +1,324 @@
+package sio
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/chorus-rt/chorus/internal/protocol"
+)
+
+// maxQueued bounds the events a socket may have waiting for its handlers; past it the connection's
+// reader waits, which pushes back on the client through its transport.
+const maxQueued = 256
+
+// Handshake is what a socket's connection request carried.
+type Handshake struct {
+	Headers map[string][]string `json:"headers"`
+	Query   map[string][]string `json:"query"`
+	Address string              `json:"address"`
+	Secure  bool                `json:"secure"`
+	Time    time.Time           `json:"-"`
+	Issued  int64               `json:"issued"`
+	URL     string              `json:"url"`
+	Auth    json.RawMessage     `json:"auth"`
+}
+
+// Conn is a socket: one client's connection to one namespace.
+type Conn struct {
+	id        string
+	nsp       *Namespace
+	client    *client
+	handshake *Handshake
+
+	mu        sync.Mutex
+	connected bool
+	data      map[string]any
+	ackID     uint64
+	acks      map[uint64]chan *Message
+
+	// Incoming events wait here for the socket's handlers, which run one at a time in arrival order
+	// on a goroutine that exists only while there is work.
+	qmu     sync.Mutex
+	qcond   *sync.Cond
+	queue   []queued
+	running bool
+	closed  bool
+}
+
+type queued struct {
+	event string
+	msg   *Message
+	ackID uint64
+	ack   bool
+}
+
+func newConn(id string, n *Namespace, cl *client, h *Handshake) *Conn {
+	c := &Conn{id: id, nsp: n, client: cl, handshake: h, connected: true}
+	c.qcond = sync.NewCond(&c.qmu)
+	return c
+}
+
+// ID returns the socket id.
+func (c *Conn) ID() string { return c.id }
+
+// Namespace returns the socket's namespace.
+func (c *Conn) Namespace() *Namespace { return c.nsp }
+
+// Handshake returns the socket's handshake.
+func (c *Conn) Handshake() *Handshake { return c.handshake }
+
+// Transport returns the current transport: "polling" or "websocket".
+func (c *Conn) Transport() string { return c.client.conn.Transport() }
+
+// Set stores a value on the socket for later handlers.
+func (c *Conn) Set(key string, v any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.data == nil {
+		c.data = make(map[string]any)
+	}
+	c.data[key] = v
+}
+
+// Get returns a value stored with Set.
+func (c *Conn) Get(key string) (any, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.data[key]
+	return v, ok
+}
+
+// Connected reports whether the socket is still connected.
+func (c *Conn) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected
+}
+
+// Join adds the socket to rooms; it does nothing once the socket has disconnected.
+func (c *Conn) Join(rooms ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.connected {
+		c.nsp.adapter.Join(c.id, rooms...)
+	}
+}
+
+// Leave removes the socket from room.
+func (c *Conn) Leave(room string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.connected {
+		c.nsp.adapter.Leave(c.id, room)
+	}
+}
+
+// Rooms returns the socket's rooms, sorted, including the room named by its own id.
+func (c *Conn) Rooms() []string {
+	r := c.nsp.adapter.Rooms(c.id)
+	slices.Sort(r)
+	return r
+}
+
+// Emit sends event with args to this socket only.
+func (c *Conn) Emit(event string, args ...any) error {
+	p, err := eventPacket(c.nsp.name, event, args)
+	if err != nil {
+		return err
+	}
+	c.send(p)
+	return nil
+}
+
+var ErrDisconnected = errors.New("socket disconnected")
+
+// EmitWithAck sends event and waits for the client's ack, until ctx is done or the socket
+// disconnects. Acks are handled as they arrive, not behind the socket's queue, so a handler may
+// call it without deadlocking.
+func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Message, error) {
+	p, err := eventPacket(c.nsp.name, event, args)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan *Message, 1)
+	c.mu.Lock()
+	if !c.connected {
+		c.mu.Unlock()
+		return nil, ErrDisconnected
+	}
+	c.ackID++
+	id := c.ackID
+	if c.acks == nil {
+		c.acks = make(map[uint64]chan *Message)
+	}
+	c.acks[id] = ch
+	c.mu.Unlock()
+	p.ID, p.HasID = id, true
+	c.send(p)
+	select {
+	case m, ok := <-ch:
+		if !ok {
+			return nil, ErrDisconnected
+		}
+		return m, nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.acks, id)
+		c.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Conn) send(p *protocol.Packet) {
+	c.client.conn.Send(encodePacket(p)...)
+}
+
+// Disconnect removes the socket from its namespace, telling the client (which then does not reconnect
+// by itself); with closeConn the whole connection is closed too.
+func (c *Conn) Disconnect(closeConn bool) {
+	if closeConn {
+		c.send(&protocol.Packet{Type: protocol.Disconnect, Nsp: c.nsp.name})
+		c.client.conn.Close("forced server close")
+		return
+	}
+	if c.client.detach(c) {
+		c.send(&protocol.Packet{Type: protocol.Disconnect, Nsp: c.nsp.name})
+		c.onClose("server namespace disconnect")
+	}
+}
+
+// onAck resolves a pending EmitWithAck.
+func (c *Conn) onAck(id uint64, m *Message) {
+	c.mu.Lock()
+	ch, ok := c.acks[id]
+	delete(c.acks, id)
+	c.mu.Unlock()
+	if ok {
+		ch <- m
+	}
+}
+
+// enqueue hands an event to the socket's handlers, waiting while the queue is full.
+func (c *Conn) enqueue(q queued) {
+	c.qmu.Lock()
+	for len(c.queue) >= maxQueued && !c.closed {
+		c.qcond.Wait()
+	}
+	c.queue = append(c.queue, q)
+	if !c.running {
+		c.running = true
+		go c.drain()
+	}
+	c.qmu.Unlock()
+}
+
+// drain runs queued events in order until the queue is empty. Events that arrived before a
+// disconnect still run (a publish sent just before a drop is not lost); their acks go nowhere.
+func (c *Conn) drain() {
+	for {
+		c.qmu.Lock()
+		if len(c.queue) == 0 {
+			c.running = false
+			c.qmu.Unlock()
+			return
+		}
+		q := c.queue[0]
+		c.queue[0] = queued{}
+		c.queue = c.queue[1:]
+		if len(c.queue) == 0 {
+			c.queue = c.queue[:0:0]
+		}
+		c.qcond.Signal()
+		c.qmu.Unlock()
+		c.dispatch(q)
+	}
+}
+
+// dispatch runs one event's handler, recovering a panic, and sends the ack if one was asked for.
+func (c *Conn) dispatch(q queued) {
+	log := c.nsp.srv.log
+	h, ok := c.nsp.handlers[q.event]
+	var (
+		resp any
+		err  error
+	)
+	switch {
+	case IsReserved(q.event):
+		err = Errorf(CodeReservedEvent, "%q is a reserved event name", q.event)
+	case !ok:
+		log.Debug("unknown event ignored", "sid", c.id, "nsp", c.nsp.name, "event", q.event)
+		if !q.ack {
+			return
+		}
+		err = Errorf(CodeUnknownEvent, "no such event %q", q.event)
+	default:
+		resp, err = c.run(h, q)
+	}
+	if !q.ack {
+		if err != nil {
+			log.Debug("request refused", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", err)
+		}
+		return
+	}
+	var args []any
+	if err != nil {
+		args = []any{errorAck{OK: false, Error: asError(err)}}
+	} else if m, ok := resp.(*Message); ok {
+		args = []any{m}
+	} else {
+		args = []any{resp}
+	}
+	data, attachments, encErr := encodeArgs(nil, args)
+	if encErr != nil {
+		log.Error("ack encoding failed", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", encErr)
+		data, attachments, _ = encodeArgs(nil, []any{errorAck{Error: &Error{Code: CodeInternal, Message: "internal error"}}})
+	}
+	c.send(&protocol.Packet{Type: protocol.Ack, Nsp: c.nsp.name, ID: q.ackID, HasID: true, Data: data, Attachments: attachments})
+}
+
+func (c *Conn) run(h handlerFunc, q queued) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.nsp.srv.log.Error("handler panic", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", r, "stack", string(debug.Stack()))
+			resp, err = nil, &Error{Code: CodeInternal, Message: "internal error"}
+		}
+	}()
+	return h(context.Background(), c, q.msg)
+}
+
+// onClose finishes a socket that has left its namespace: rooms, pending acks, hooks, log.
+func (c *Conn) onClose(reason string) {
+	c.mu.Lock()
+	if !c.connected {
+		c.mu.Unlock()
+		return
+	}
+	c.connected = false
+	c.nsp.adapter.LeaveAll(c.id)
+	acks := c.acks
+	c.acks = nil
+	c.mu.Unlock()
+	for _, ch := range acks {
+		close(ch)
+	}
+	c.qmu.Lock()
+	c.closed = true
+	c.qcond.Broadcast()
+	c.qmu.Unlock()
+	c.nsp.remove(c)
+	for _, f := range c.nsp.onDisconnect {
+		f(c, reason)
+	}
+	c.nsp.srv.log.Info("disconnect", "sid", c.id, "nsp", c.nsp.name, "reason", reason,
+		"duration", time.Since(c.handshake.Time).Round(time.Millisecond))
+}
+
+var reserved = []string{"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+
+// IsReserved reports whether Socket.IO reserves an event name.
+func IsReserved(event string) bool { return slices.Contains(reserved, event) }

@@ -1,0 +1,45 @@
+package sio
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error is a client-facing error with a stable code. Handlers return it to refuse a request; the
+// client receives {ok:false, error:{code, message}} in its ack. Middleware returns it to refuse a
+// handshake; the client receives connect_error with data.code.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Errorf returns an *Error with a formatted message.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Codes the wrapper itself answers with.
+const (
+	CodeInvalidArgument = "invalid_argument"
+	CodeReservedEvent   = "reserved_event"
+	CodeUnknownEvent    = "unknown_event"
+	CodeInternal        = "internal"
+)
+
+// asError turns any handler error into the error the client sees: an *Error anywhere in the chain
+// is kept, anything else is an internal error whose detail stays in the server log.
+func asError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: CodeInternal, Message: "internal error"}
+}
+
+// errorAck is the ack payload of a refused request.
+type errorAck struct {
+	OK    bool   `json:"ok"`
+	Error *Error `json:"error"`
+}

@@ -1,0 +1,166 @@
+package sio
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+
+	"github.com/chorus-rt/chorus/adapter"
+	"github.com/chorus-rt/chorus/internal/engine"
+	"github.com/chorus-rt/chorus/internal/protocol"
+)
+
+// Middleware decides whether a socket may connect to a namespace. It runs on the connection's reader
+// before the socket exists anywhere; auth is the handshake's `auth` object (null if none). An error
+// refuses the socket with connect_error (an *Error's code goes to data.code).
+type Middleware func(ctx context.Context, h *Handshake, auth json.RawMessage) error
+
+// handlerFunc is a decoded handler: the value it returns is the ack's single argument.
+type handlerFunc func(ctx context.Context, c *Conn, m *Message) (any, error)
+
+// Namespace is a Socket.IO namespace. Configure it (Use, Handle, OnConnect…) before clients can reach
+// it: for "/" and exact names before serving, for dynamic ones in NamespaceFunc's setup.
+type Namespace struct {
+	srv     *Server
+	name    string
+	adapter adapter.Adapter
+
+	middleware   []Middleware
+	handlers     map[string]handlerFunc
+	onConnect    []func(*Conn)
+	onDisconnect []func(*Conn, string)
+
+	mu      sync.RWMutex
+	sockets map[string]*Conn
+}
+
+func newNamespace(s *Server, name string) *Namespace {
+	n := &Namespace{srv: s, name: name, handlers: make(map[string]handlerFunc), sockets: make(map[string]*Conn)}
+	n.adapter = s.opts.Adapter(n)
+	return n
+}
+
+// Name returns the namespace's name.
+func (n *Namespace) Name() string { return n.name }
+
+// Adapter returns the namespace's adapter.
+func (n *Namespace) Adapter() adapter.Adapter { return n.adapter }
+
+// Use appends handshake middleware; they run in order and the first error refuses the socket.
+func (n *Namespace) Use(m Middleware) { n.middleware = append(n.middleware, m) }
+
+// OnConnect registers a function run after a socket has connected (on the connection's reader).
+func (n *Namespace) OnConnect(f func(*Conn)) { n.onConnect = append(n.onConnect, f) }
+
+// OnDisconnect registers a function run once a socket has left, with the reason.
+func (n *Namespace) OnDisconnect(f func(*Conn, string)) { n.onDisconnect = append(n.onDisconnect, f) }
+
+// Handle registers the handler of event: the wrapper decodes the event's first argument into Req
+// (a Validate() error method on Req is called too), runs h on the socket's queue, and acks with
+// h's Resp, or with {ok:false, error:{code, message}} when h or the decoding fails.
+func Handle[Req, Resp any](n *Namespace, event string, h func(ctx context.Context, c *Conn, req Req) (Resp, error)) {
+	n.handlers[event] = func(ctx context.Context, c *Conn, m *Message) (any, error) {
+		var req Req
+		if len(m.Args) == 0 || string(m.Args[0]) == "null" {
+			return nil, Errorf(CodeInvalidArgument, "%s: missing argument", event)
+		}
+		if err := m.Decode(0, &req); err != nil {
+			return nil, Errorf(CodeInvalidArgument, "%s: %s", event, describeDecodeError(err))
+		}
+		if v, ok := any(&req).(interface{ Validate() error }); ok {
+			if err := v.Validate(); err != nil {
+				return nil, err
+			}
+		}
+		if b, ok := any(&req).(BinaryCarrier); ok && len(m.Attachments) > 0 {
+			b.SetAttachments(m.Attachments)
+		}
+		return h(ctx, c, req)
+	}
+}
+
+// HandleMessage registers a handler that takes the event's arguments as they are. If it returns a
+// *Message, the ack carries that message's arguments; otherwise the ack carries the one value.
+func (n *Namespace) HandleMessage(event string, h func(ctx context.Context, c *Conn, m *Message) (any, error)) {
+	n.handlers[event] = h
+}
+
+func describeDecodeError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field != "" {
+			return "field " + te.Field + " must be " + te.Type.String()
+		}
+		return "argument must be " + te.Type.String()
+	}
+	return "malformed argument"
+}
+
+// Socket returns the local socket with the given id.
+func (n *Namespace) Socket(id string) (*Conn, bool) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	c, ok := n.sockets[id]
+	return c, ok
+}
+
+// Len returns the number of local sockets.
+func (n *Namespace) Len() int {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return len(n.sockets)
+}
+
+// Emit broadcasts event with args to the sockets opts selects.
+func (n *Namespace) Emit(opts adapter.BroadcastOptions, event string, args ...any) error {
+	p, err := eventPacket(n.name, event, args)
+	if err != nil {
+		return err
+	}
+	n.adapter.Broadcast(p, opts)
+	return nil
+}
+
+// Deliver implements adapter.Namespace: p is encoded once and queued on every recipient.
+func (n *Namespace) Deliver(p *protocol.Packet, ids []string, volatile bool) {
+	if len(ids) == 0 {
+		return
+	}
+	pkts := encodePacket(p)
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	for _, id := range ids {
+		c, ok := n.sockets[id]
+		if !ok {
+			continue
+		}
+		if volatile && !c.client.conn.Writable() {
+			continue
+		}
+		c.client.conn.Send(pkts...)
+	}
+}
+
+// encodePacket turns p into its Engine.IO messages: the text header+payload, then each attachment.
+func encodePacket(p *protocol.Packet) []engine.Packet {
+	pkts := make([]engine.Packet, 1, 1+len(p.Attachments))
+	pkts[0] = engine.Packet{Data: p.Encode()}
+	for _, a := range p.Attachments {
+		pkts = append(pkts, engine.Packet{Data: a, Binary: true})
+	}
+	return pkts
+}
+
+func (n *Namespace) add(c *Conn) {
+	n.mu.Lock()
+	n.sockets[c.id] = c
+	n.mu.Unlock()
+	n.adapter.Join(c.id, c.id)
+}
+
+func (n *Namespace) remove(c *Conn) {
+	n.mu.Lock()
+	delete(n.sockets, c.id)
+	n.mu.Unlock()
+}
