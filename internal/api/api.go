@@ -1,0 +1,101 @@
+// Package api is the backend HTTP API: JSON requests that push events to rooms (docs/protocol.md).
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/chorus-rt/chorus/adapter"
+	"github.com/chorus-rt/chorus/internal/sio"
+	"github.com/chorus-rt/chorus/middleware"
+	"github.com/chorus-rt/chorus/rooms"
+)
+
+// Options configures the API handler.
+type Options struct {
+	Key        string // bearer key; empty disables the API
+	MaxPayload int64  // largest request body, in bytes
+	Server     *sio.Server
+	Logger     *slog.Logger
+}
+
+// Handler returns the handler for /api/.
+func Handler(o Options) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/v1/emit", func(w http.ResponseWriter, r *http.Request) { emit(o, w, r) })
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, http.StatusNotFound, "not_found", "no such API route")
+	})
+	return middleware.APIKey(o.Key, WriteError, mux)
+}
+
+// WriteError writes the API's error format: {"error":{"code","message"}}.
+func WriteError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": message}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+type emitRequest struct {
+	Namespace string          `json:"namespace"`
+	Rooms     []string        `json:"rooms"`
+	Except    []string        `json:"except"`
+	Event     string          `json:"event"`
+	Data      json.RawMessage `json:"data"`
+	Volatile  bool            `json:"volatile"`
+}
+
+func emit(o Options, w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, o.MaxPayload))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			WriteError(w, http.StatusRequestEntityTooLarge, "payload_too_large", "the body is larger than CHORUS_MAX_PAYLOAD")
+			return
+		}
+		WriteError(w, http.StatusBadRequest, "bad_json", "could not read the body")
+		return
+	}
+	req := emitRequest{Namespace: "/"}
+	if err := json.Unmarshal(body, &req); err != nil {
+		WriteError(w, http.StatusBadRequest, "bad_json", "the body must be a JSON object: "+err.Error())
+		return
+	}
+	if req.Event == "" || sio.IsReserved(req.Event) {
+		WriteError(w, http.StatusBadRequest, "invalid_event", "event must be a non-empty, non-reserved event name")
+		return
+	}
+	for _, room := range append(append([]string(nil), req.Rooms...), req.Except...) {
+		if rooms.ValidateName(room) != nil {
+			WriteError(w, http.StatusBadRequest, "invalid_room", rooms.ErrInvalidName.Error())
+			return
+		}
+	}
+	n, ok := o.Server.Lookup(req.Namespace)
+	if !ok {
+		WriteError(w, http.StatusBadRequest, "unknown_namespace", "no namespace "+req.Namespace)
+		return
+	}
+	data := req.Data
+	if len(data) == 0 {
+		data = json.RawMessage("null")
+	}
+	if err := n.Emit(adapter.BroadcastOptions{Rooms: req.Rooms, Except: req.Except, Volatile: req.Volatile}, req.Event, data); err != nil {
+		WriteError(w, http.StatusInternalServerError, "internal", "could not emit")
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]bool{"ok": true})
+}

@@ -1,0 +1,145 @@
+// Package app wires chorus together in one readable function: config → logger → server → namespaces
+// → HTTP mux → serve, and the ordered shutdown.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/chorus-rt/chorus/internal/api"
+	"github.com/chorus-rt/chorus/internal/config"
+	"github.com/chorus-rt/chorus/internal/engine"
+	"github.com/chorus-rt/chorus/internal/sio"
+	"github.com/chorus-rt/chorus/namespaces"
+	"github.com/chorus-rt/chorus/rooms"
+	"github.com/chorus-rt/chorus/web"
+)
+
+// Version is set at build time with -ldflags "-X github.com/chorus-rt/chorus/internal/app.Version=…".
+var Version = "dev"
+
+// shutdownGrace is how long the HTTP server gets, after the drain window, to finish requests.
+const shutdownGrace = 3 * time.Second
+
+// Run runs chorus until ctx is done, then drains and returns. args exclude the program name.
+func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := config.Load(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if cfg.CheckOnly {
+		fmt.Fprintln(stderr, "configuration ok")
+		return nil
+	}
+	log := newLogger(cfg, stderr)
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv, handler := New(cfg, log)
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	start := time.Now()
+	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "transports", cfg.Transports)
+	if cfg.APIKey == "" {
+		log.Warn("HTTP API disabled: set CHORUS_API_KEY to enable /api/v1/emit")
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	// Drain: readiness goes false and new sessions are refused at once; open ones are closed in
+	// batches over the drain window; then the HTTP server stops.
+	log.Info("shutting down", "drain_timeout", cfg.DrainTimeout)
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout+time.Second)
+	srv.Drain(drainCtx, cfg.DrainTimeout)
+	cancel()
+	shutCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := hs.Shutdown(shutCtx); err != nil {
+		hs.Close()
+	}
+	err = srv.Close()
+	log.Info("stopped", "version", Version, "uptime", time.Since(start).Round(time.Second))
+	return err
+}
+
+// New builds the Socket.IO server and the HTTP handler of a configuration; tests use it to run chorus
+// in-process.
+func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
+	srv := sio.NewServer(sio.Options{
+		Engine: engine.Options{
+			PingInterval: cfg.PingInterval,
+			PingTimeout:  cfg.PingTimeout,
+			MaxPayload:   cfg.MaxPayload,
+			Transports:   cfg.Transports,
+			CORSOrigins:  cfg.CORSOrigins,
+		},
+		Logger: log,
+	})
+	setupNamespaces(srv, cfg.Namespaces, log)
+
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", srv)
+	mux.Handle("/api/", api.Handler(api.Options{Key: cfg.APIKey, MaxPayload: cfg.MaxPayload, Server: srv, Logger: log}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if srv.Draining() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("/", web.Handler(cfg.ClientDir))
+	return srv, mux
+}
+
+// setupNamespaces installs the client protocol on "/" and on every configured namespace; names with
+// '*' become dynamic namespaces created on first use.
+func setupNamespaces(srv *sio.Server, cfgs []config.Namespace, log *slog.Logger) {
+	root := false
+	for _, nc := range cfgs {
+		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish}
+		if rooms.IsPattern(nc.Name) {
+			pattern := nc.Name
+			srv.NamespaceFunc(func(name string) bool { return rooms.Match(pattern, name) },
+				func(n *sio.Namespace) { namespaces.Register(n, policy, log) })
+			continue
+		}
+		root = root || nc.Name == "/"
+		namespaces.Register(srv.Namespace(nc.Name), policy, log)
+	}
+	if !root {
+		namespaces.Register(srv.Namespace("/"), rooms.Policy{}, log)
+	}
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel)) // validated already
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
