@@ -1,0 +1,294 @@
+// Package config holds chorus's settings and fills them from flags, CHORUS_*
+// environment variables and an optional YAML file.
+//
+// Precedence is flag > environment > file > default. Every setting is described
+// once, in the table in settings.go, which drives the flags, the environment
+// variables, the file keys, the defaults, Validate and Table.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is chorus's configuration. Use Default or Load to get one; the zero
+// value is not valid.
+type Config struct {
+	// Addr is the listen address in host:port form.
+	// Default ":3000". Flag -addr, env CHORUS_ADDR.
+	Addr string
+
+	// APIKey is the key HTTP API callers must present. Empty disables the HTTP API.
+	// Default "". Flag -api-key, env CHORUS_API_KEY.
+	APIKey string
+
+	// PingInterval is how often the server pings each client (Engine.IO pingInterval).
+	// Default 25s. Flag -ping-interval, env CHORUS_PING_INTERVAL (Go duration, e.g. 25s).
+	PingInterval time.Duration
+
+	// PingTimeout is how long the server waits for a pong before it closes the
+	// connection (Engine.IO pingTimeout).
+	// Default 20s. Flag -ping-timeout, env CHORUS_PING_TIMEOUT (Go duration).
+	PingTimeout time.Duration
+
+	// MaxPayload is the largest WebSocket message, polling request body
+	// (chunked ones included) and HTTP API request body accepted, in bytes.
+	// Default 1000000, at most 100000000. Flag -max-payload, env CHORUS_MAX_PAYLOAD.
+	MaxPayload int64
+
+	// Transports are the Engine.IO transports clients may use: "polling",
+	// "websocket" or both; at least one.
+	// Default "polling,websocket". Flag -transports, env CHORUS_TRANSPORTS (comma list).
+	Transports []string
+
+	// CORSOrigins are the origins allowed to connect cross-origin, each
+	// scheme://host[:port] such as https://app.example.com. A lone "*" allows
+	// any origin; empty allows same-origin requests only.
+	// Default empty. Flag -cors-origins, env CHORUS_CORS_ORIGINS (comma list).
+	CORSOrigins []string
+
+	// DrainTimeout is how long shutdown spends disconnecting clients before it
+	// closes the rest at once; 0 closes them all immediately.
+	// Default 10s. Flag -drain-timeout, env CHORUS_DRAIN_TIMEOUT (Go duration).
+	DrainTimeout time.Duration
+
+	// LogLevel is the least severe level logged: debug, info, warn or error.
+	// Default "info". Flag -log-level, env CHORUS_LOG_LEVEL.
+	LogLevel string
+
+	// LogFormat is the log line format: text or json.
+	// Default "text". Flag -log-format, env CHORUS_LOG_FORMAT.
+	LogFormat string
+
+	// ClientDir is the directory the demo page's socket.io client is served from.
+	// Default "node_modules/socket.io-client/dist". Flag -client-dir, env CHORUS_CLIENT_DIR.
+	ClientDir string
+
+	// Namespaces configures namespaces and their room policies. It can only be
+	// set in the YAML file (key namespaces). Default none: any namespace, any room.
+	Namespaces []Namespace
+
+	// File is the YAML file that was read, "" if none.
+	// Default "". Flag -config, env CHORUS_CONFIG.
+	File string
+
+	// CheckOnly asks the program to validate the configuration and exit
+	// without serving. Default false. Flag -check-config (no env, no file key).
+	CheckOnly bool
+}
+
+// Namespace configures one namespace: an exact name ("/chat") or a pattern
+// with one '*' ("/tenant-*").
+type Namespace struct {
+	Name string `yaml:"name"`
+	// Join lists the room patterns ('*' wildcard) a client may join.
+	// nil (key absent or null) allows any room; an empty list allows none.
+	Join []string `yaml:"join"`
+	// Publish lists the room patterns a client may publish to.
+	// nil (key absent or null) allows any room; an empty list allows none.
+	Publish []string `yaml:"publish"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() Config {
+	var c Config
+	for _, s := range specs {
+		if err := s.field(&c).set(s.def); err != nil {
+			// The table is a constant, so this is a bug in it; TestDefault catches it.
+			panic(fmt.Sprintf("config: bad default for %s: %v", s.name(), err))
+		}
+	}
+	return c
+}
+
+// Load parses args (without the program name) and the environment through
+// getenv, reads the YAML file named by -config or CHORUS_CONFIG if any, and
+// applies precedence flag > env > file > default. An empty environment
+// variable counts as unset.
+//
+// It does not call Validate. Problems with values are all collected and
+// returned together (errors.Join), each naming the flag, variable or file line
+// it came from; the returned Config then holds whatever could be parsed and
+// should not be used. For -h Load writes usage to out and returns flag.ErrHelp;
+// flag syntax errors are also reported to out.
+func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("chorus", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() { usage(out) }
+	flags := make([]flagValue, len(specs))
+	for i, s := range specs {
+		if s.flag == "" {
+			continue
+		}
+		flags[i].isBool = s.field(new(Config)).kind() == kindBool
+		fs.Var(&flags[i], s.flag, s.help)
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q: settings are flags such as -addr :3000", fs.Arg(0))
+	}
+
+	c := Default()
+	var errs []error
+
+	// The file's name follows the same precedence as the settings it holds;
+	// an explicit -config "" reads no file even if CHORUS_CONFIG is set.
+	path := getenv(envConfig)
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == flagConfig {
+			path = f.Value.String()
+		}
+	})
+	if path != "" {
+		errs = append(errs, readFile(&c, path))
+	}
+
+	for _, s := range specs {
+		if s.env == "" {
+			continue
+		}
+		if v := getenv(s.env); v != "" {
+			if err := s.field(&c).set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", s.env, err))
+			}
+		}
+	}
+
+	for i, s := range specs {
+		if !flags[i].set {
+			continue
+		}
+		if err := s.field(&c).set(flags[i].text); err != nil {
+			errs = append(errs, fmt.Errorf("-%s: %w", s.flag, err))
+		}
+	}
+
+	return c, errors.Join(errs...)
+}
+
+// flagValue records a flag's text so that Load can apply it after the file and
+// the environment, which it must override.
+type flagValue struct {
+	text   string
+	set    bool
+	isBool bool
+}
+
+func (v *flagValue) String() string {
+	if v == nil {
+		return ""
+	}
+	return v.text
+}
+
+func (v *flagValue) Set(s string) error {
+	v.text, v.set = s, true
+	return nil
+}
+
+// IsBoolFlag lets -check-config be given without a value.
+func (v *flagValue) IsBoolFlag() bool { return v.isBool }
+
+// usage writes the -h text: every flag with its type, env variable and default.
+func usage(w io.Writer) {
+	var b bytes.Buffer
+	b.WriteString("Usage: chorus [flags]\n\n" +
+		"Settings come from flags, CHORUS_* environment variables and an optional YAML\n" +
+		"file (-config), in that order of precedence.\n\nFlags:\n")
+	for _, s := range specs {
+		if s.flag == "" {
+			continue
+		}
+		fmt.Fprintf(&b, "  -%s", s.flag)
+		if k := s.field(new(Config)).kind(); k != kindBool {
+			fmt.Fprintf(&b, " %s", k)
+		}
+		fmt.Fprintf(&b, "\n    \t%s", s.help)
+		var notes []string
+		if s.env != "" {
+			notes = append(notes, "env "+s.env)
+		}
+		if s.def != "" && s.def != "false" {
+			notes = append(notes, fmt.Sprintf("default %q", s.def))
+		}
+		if len(notes) > 0 {
+			fmt.Fprintf(&b, " (%s)", strings.Join(notes, "; "))
+		}
+		b.WriteByte('\n')
+	}
+	_, _ = w.Write(b.Bytes())
+}
+
+// readFile applies the YAML file at path to c. Unknown and repeated keys are
+// errors. Every problem found is returned, joined, prefixed with path:line.
+func readFile(c *Config, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	switch err := dec.Decode(&doc); {
+	case errors.Is(err, io.EOF):
+		return nil // empty or comments only
+	case err != nil:
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	switch err := dec.Decode(new(yaml.Node)); {
+	case err == nil:
+		return fmt.Errorf("%s: holds more than one YAML document", path)
+	case !errors.Is(err, io.EOF):
+		return fmt.Errorf("%s: %w", path, err)
+	}
+
+	root := resolve(doc.Content[0])
+	if isNull(root) {
+		return nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("%s:%d: want a mapping of settings (key: value)", path, root.Line)
+	}
+	var errs []error
+	seen := make(map[string]bool)
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		s := specByKey(k.Value)
+		switch {
+		case s == nil:
+			errs = append(errs, fmt.Errorf("%s:%d: unknown key %q%s", path, k.Line, k.Value, keyHint(k.Value)))
+		case seen[k.Value]:
+			errs = append(errs, fmt.Errorf("%s:%d: key %q given twice", path, k.Line, k.Value))
+		default:
+			seen[k.Value] = true
+			for _, err := range flatten(s.field(c).setYAML(resolve(v))) {
+				line := v.Line
+				if le, ok := err.(lineError); ok {
+					line, err = le.line, le.err
+				}
+				errs = append(errs, fmt.Errorf("%s:%d: %s: %w", path, line, k.Value, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// flatten splits an errors.Join result into its parts.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

@@ -1,0 +1,377 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Setting describes one setting for help text and documentation.
+type Setting struct {
+	Flag    string // flag name without the dash; "" if the setting has no flag
+	Env     string // environment variable; "" if none
+	Key     string // YAML file key; "" if the setting cannot be set in the file
+	Default string // default in flag syntax; "" for empty
+	Help    string // one line saying what it does
+}
+
+// Table returns every setting in the order -h lists them.
+func Table() []Setting {
+	t := make([]Setting, 0, len(specs))
+	for _, s := range specs {
+		t = append(t, Setting{Flag: s.flag, Env: s.env, Key: s.key, Default: s.def, Help: s.help})
+	}
+	return t
+}
+
+const (
+	flagConfig = "config"
+	envConfig  = "CHORUS_CONFIG"
+
+	// maxPayloadLimit caps MaxPayload: 100 MB.
+	maxPayloadLimit = 100_000_000
+	// maxPatternLen caps namespace names and room patterns, like room names.
+	maxPatternLen = 128
+)
+
+// spec is one setting: where it comes from, its default, its Config field and
+// its check. Adding a setting means adding a Config field and one entry to specs.
+type spec struct {
+	flag string // flag name without the dash; "" = no flag
+	env  string // environment variable; "" = none
+	key  string // YAML key; "" = not settable from the file
+	def  string // default, in flag syntax
+	help string // one line for -h and the docs; no '|' (it goes into a markdown table)
+	// field binds the setting to its Config field.
+	field func(c *Config) field
+	// check reports problems with the value (several via errors.Join); nil = anything goes.
+	check func(c *Config) error
+}
+
+// name is how errors refer to the setting: its env variable where it has one.
+func (s *spec) name() string {
+	switch {
+	case s.env != "":
+		return s.env
+	case s.flag != "":
+		return "-" + s.flag
+	}
+	return s.key
+}
+
+var specs = []spec{
+	{
+		flag: "addr", env: "CHORUS_ADDR", key: "addr", def: ":3000",
+		help:  "listen address, host:port",
+		field: func(c *Config) field { return (*stringField)(&c.Addr) },
+		check: func(c *Config) error { return checkAddr(c.Addr) },
+	},
+	{
+		flag: "api-key", env: "CHORUS_API_KEY", key: "api_key", def: "",
+		help:  "key HTTP API callers must present; empty disables the HTTP API",
+		field: func(c *Config) field { return (*stringField)(&c.APIKey) },
+	},
+	{
+		flag: "ping-interval", env: "CHORUS_PING_INTERVAL", key: "ping_interval", def: "25s",
+		help:  "how often the server pings each client",
+		field: func(c *Config) field { return (*durationField)(&c.PingInterval) },
+		check: func(c *Config) error { return checkPositive(c.PingInterval) },
+	},
+	{
+		flag: "ping-timeout", env: "CHORUS_PING_TIMEOUT", key: "ping_timeout", def: "20s",
+		help:  "how long to wait for a pong before closing the connection",
+		field: func(c *Config) field { return (*durationField)(&c.PingTimeout) },
+		check: func(c *Config) error { return checkPositive(c.PingTimeout) },
+	},
+	{
+		flag: "max-payload", env: "CHORUS_MAX_PAYLOAD", key: "max_payload", def: "1000000",
+		help:  "largest WebSocket message, polling body or HTTP API body, in bytes (at most 100000000)",
+		field: func(c *Config) field { return (*bytesField)(&c.MaxPayload) },
+		check: func(c *Config) error { return checkMaxPayload(c.MaxPayload) },
+	},
+	{
+		flag: "transports", env: "CHORUS_TRANSPORTS", key: "transports", def: "polling,websocket",
+		help:  "transports clients may use: comma list of polling, websocket",
+		field: func(c *Config) field { return (*listField)(&c.Transports) },
+		check: func(c *Config) error { return checkTransports(c.Transports) },
+	},
+	{
+		flag: "cors-origins", env: "CHORUS_CORS_ORIGINS", key: "cors_origins", def: "",
+		help:  "origins allowed cross-origin: comma list of scheme://host[:port], or * for any; empty allows same-origin only",
+		field: func(c *Config) field { return (*listField)(&c.CORSOrigins) },
+		check: func(c *Config) error { return checkOrigins(c.CORSOrigins) },
+	},
+	{
+		flag: "drain-timeout", env: "CHORUS_DRAIN_TIMEOUT", key: "drain_timeout", def: "10s",
+		help:  "how long shutdown spends disconnecting clients gradually; 0 closes them at once",
+		field: func(c *Config) field { return (*durationField)(&c.DrainTimeout) },
+		check: func(c *Config) error { return checkNonNegative(c.DrainTimeout) },
+	},
+	{
+		flag: "log-level", env: "CHORUS_LOG_LEVEL", key: "log_level", def: "info",
+		help:  "least severe level logged: debug, info, warn or error",
+		field: func(c *Config) field { return (*stringField)(&c.LogLevel) },
+		check: func(c *Config) error { return checkOneOf(c.LogLevel, "debug", "info", "warn", "error") },
+	},
+	{
+		flag: "log-format", env: "CHORUS_LOG_FORMAT", key: "log_format", def: "text",
+		help:  "log format: text or json",
+		field: func(c *Config) field { return (*stringField)(&c.LogFormat) },
+		check: func(c *Config) error { return checkOneOf(c.LogFormat, "text", "json") },
+	},
+	{
+		flag: "client-dir", env: "CHORUS_CLIENT_DIR", key: "client_dir", def: "node_modules/socket.io-client/dist",
+		help:  "directory the demo page's socket.io client is served from",
+		field: func(c *Config) field { return (*stringField)(&c.ClientDir) },
+	},
+	{
+		key:   "namespaces",
+		help:  "namespaces and the rooms clients may join and publish to (see below); none means any namespace, any room",
+		field: func(c *Config) field { return (*namespacesField)(&c.Namespaces) },
+		check: func(c *Config) error { return checkNamespaces(c.Namespaces) },
+	},
+	{
+		flag: flagConfig, env: envConfig,
+		help:  "YAML configuration file to read",
+		field: func(c *Config) field { return (*stringField)(&c.File) },
+	},
+	{
+		flag: "check-config", def: "false",
+		help:  "validate the configuration, report every problem and exit",
+		field: func(c *Config) field { return (*boolField)(&c.CheckOnly) },
+	},
+}
+
+func specByKey(key string) *spec {
+	for i := range specs {
+		if specs[i].key != "" && specs[i].key == key {
+			return &specs[i]
+		}
+	}
+	return nil
+}
+
+// keyHint suggests the right spelling of a mistyped file key.
+func keyHint(key string) string {
+	if s := specByKey(strings.ReplaceAll(strings.ToLower(key), "-", "_")); s != nil {
+		return fmt.Sprintf(" (did you mean %q?)", s.key)
+	}
+	return ""
+}
+
+// field is a Config field as seen by flags, env variables and the file. Flags
+// and env variables share one syntax (set); the file may use YAML forms too.
+type field interface {
+	set(s string) error
+	setYAML(n *yaml.Node) error
+	kind() string // value placeholder in -h
+}
+
+const kindBool = "bool"
+
+type stringField string
+
+func (f *stringField) set(s string) error { *f = stringField(s); return nil }
+func (f *stringField) kind() string       { return "string" }
+func (f *stringField) setYAML(n *yaml.Node) error {
+	s, err := scalar(n)
+	if err != nil {
+		return err
+	}
+	return f.set(s)
+}
+
+type durationField time.Duration
+
+func (f *durationField) kind() string { return "duration" }
+func (f *durationField) set(s string) error {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. 25s, 1m30s, 500ms)", s)
+	}
+	*f = durationField(d)
+	return nil
+}
+func (f *durationField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
+
+type bytesField int64
+
+func (f *bytesField) kind() string { return "bytes" }
+func (f *bytesField) set(s string) error {
+	v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return fmt.Errorf("invalid byte count %q (want a whole number such as 1000000)", s)
+	}
+	*f = bytesField(v)
+	return nil
+}
+func (f *bytesField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
+
+type boolField bool
+
+func (f *boolField) kind() string { return kindBool }
+func (f *boolField) set(s string) error {
+	v, err := strconv.ParseBool(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("invalid boolean %q (want true or false)", s)
+	}
+	*f = boolField(v)
+	return nil
+}
+func (f *boolField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
+
+// listField is a comma list in flags and env variables; in the file it is a
+// YAML list or the same comma string. Items are trimmed and empty ones dropped.
+type listField []string
+
+func (f *listField) kind() string { return "list" }
+func (f *listField) set(s string) error {
+	var l []string
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			l = append(l, item)
+		}
+	}
+	*f = l
+	return nil
+}
+func (f *listField) setYAML(n *yaml.Node) error {
+	if n.Kind != yaml.SequenceNode {
+		return setScalar(f, n)
+	}
+	var l []string
+	for _, item := range n.Content {
+		s, err := scalar(resolve(item))
+		if err != nil {
+			return lineError{item.Line, err}
+		}
+		if s = strings.TrimSpace(s); s != "" {
+			l = append(l, s)
+		}
+	}
+	*f = l
+	return nil
+}
+
+// namespacesField is set from the file only.
+type namespacesField []Namespace
+
+func (f *namespacesField) kind() string { return "list" }
+func (f *namespacesField) set(s string) error {
+	if s != "" {
+		return errors.New("can only be set in the configuration file")
+	}
+	*f = nil
+	return nil
+}
+
+// setYAML reads a list of {name, join, publish}. Every problem is reported, each
+// naming the entry's index.
+func (f *namespacesField) setYAML(n *yaml.Node) error {
+	if isNull(n) {
+		*f = nil
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return errors.New("want a list of {name, join, publish}")
+	}
+	l := make([]Namespace, 0, len(n.Content))
+	var errs []error
+	for i, item := range n.Content {
+		item = resolve(item)
+		if item.Kind != yaml.MappingNode {
+			errs = append(errs, lineError{item.Line, fmt.Errorf("[%d]: want a mapping with keys name, join, publish", i)})
+			continue
+		}
+		var ns Namespace
+		seen := make(map[string]bool)
+		for j := 0; j+1 < len(item.Content); j += 2 {
+			k, v := item.Content[j], resolve(item.Content[j+1])
+			var err error
+			switch {
+			case seen[k.Value]:
+				err = errors.New("given twice")
+			case k.Value == "name":
+				ns.Name, err = scalar(v)
+			case k.Value == "join":
+				ns.Join, err = patterns(v)
+			case k.Value == "publish":
+				ns.Publish, err = patterns(v)
+			default:
+				err = errors.New("unknown key (want name, join, publish)")
+			}
+			seen[k.Value] = true
+			if err != nil {
+				errs = append(errs, lineError{k.Line, fmt.Errorf("[%d] %s: %w", i, k.Value, err)})
+			}
+		}
+		l = append(l, ns)
+	}
+	*f = l
+	return errors.Join(errs...)
+}
+
+// patterns reads a list of room patterns. null means "any room" (nil) and []
+// means "no room" (empty, not nil), so the two stay distinct.
+func patterns(n *yaml.Node) ([]string, error) {
+	if isNull(n) {
+		return nil, nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, errors.New(`want a list of room patterns, e.g. [lobby, "team-*"]`)
+	}
+	l := make([]string, 0, len(n.Content))
+	for _, item := range n.Content {
+		s, err := scalar(resolve(item))
+		if err != nil {
+			return nil, err
+		}
+		l = append(l, s)
+	}
+	return l, nil
+}
+
+// lineError places a problem inside a value that spans several lines of the
+// file; readFile reports that line instead of the value's first.
+type lineError struct {
+	line int
+	err  error
+}
+
+func (e lineError) Error() string { return fmt.Sprintf("line %d: %v", e.line, e.err) }
+func (e lineError) Unwrap() error { return e.err }
+
+func setScalar(f field, n *yaml.Node) error {
+	s, err := scalar(n)
+	if err != nil {
+		return err
+	}
+	return f.set(s)
+}
+
+// scalar returns a scalar node's text; null reads as "".
+func scalar(n *yaml.Node) (string, error) {
+	if n.Kind != yaml.ScalarNode {
+		return "", errors.New("want a single value, not a list or mapping")
+	}
+	if isNull(n) {
+		return "", nil
+	}
+	return n.Value, nil
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+// resolve follows an alias (*name) to the node it stands for.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}

@@ -1,0 +1,163 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Validate reports every problem at once (errors.Join), one error per problem,
+// each starting with the setting's env name (or "namespaces" for the
+// file-only namespaces list).
+func (c Config) Validate() error {
+	var errs []error
+	for _, s := range specs {
+		if s.check == nil {
+			continue
+		}
+		for _, err := range flatten(s.check(&c)) {
+			errs = append(errs, fmt.Errorf("%s: %w", s.name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (e.g. :3000 or 127.0.0.1:3000)", addr)
+	}
+	return checkPort(port)
+}
+
+func checkPort(port string) error {
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return nil
+}
+
+func checkPositive(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("must be more than 0, got %s", d)
+	}
+	return nil
+}
+
+func checkNonNegative(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("must not be negative, got %s", d)
+	}
+	return nil
+}
+
+func checkMaxPayload(n int64) error {
+	if n <= 0 || n > maxPayloadLimit {
+		return fmt.Errorf("must be from 1 to %d bytes, got %d", maxPayloadLimit, n)
+	}
+	return nil
+}
+
+func checkOneOf(v string, allowed ...string) error {
+	if !slices.Contains(allowed, v) {
+		return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
+	return nil
+}
+
+func checkTransports(ts []string) error {
+	if len(ts) == 0 {
+		return errors.New("need at least one of polling, websocket")
+	}
+	var errs []error
+	seen := make(map[string]bool)
+	for _, t := range ts {
+		switch {
+		case t != "polling" && t != "websocket":
+			errs = append(errs, fmt.Errorf("unknown transport %q (want polling or websocket)", t))
+		case seen[t]:
+			errs = append(errs, fmt.Errorf("transport %q listed twice", t))
+		}
+		seen[t] = true
+	}
+	return errors.Join(errs...)
+}
+
+func checkOrigins(origins []string) error {
+	var errs []error
+	for _, o := range origins {
+		if o == "*" {
+			if len(origins) > 1 {
+				errs = append(errs, errors.New(`"*" allows any origin and cannot be combined with other origins`))
+			}
+			continue
+		}
+		if err := checkOrigin(o); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkOrigin accepts what browsers send in the Origin header: scheme://host[:port].
+func checkOrigin(o string) error {
+	u, err := url.Parse(o)
+	if err != nil || u.Scheme == "" || u.Opaque != "" || u.User != nil || u.Hostname() == "" ||
+		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return fmt.Errorf("origin %q is not scheme://host[:port] (e.g. https://app.example.com)", o)
+	}
+	if u.Path != "" {
+		return fmt.Errorf("origin %q has a path; an origin is only scheme://host[:port], with no trailing slash", o)
+	}
+	if strings.Contains(u.Host, "*") {
+		return fmt.Errorf(`origin %q: wildcards are not supported inside an origin; "*" alone allows any origin`, o)
+	}
+	if p := u.Port(); p != "" || strings.HasSuffix(u.Host, ":") {
+		if err := checkPort(p); err != nil {
+			return fmt.Errorf("origin %q: %w", o, err)
+		}
+	}
+	return nil
+}
+
+func checkNamespaces(nss []Namespace) error {
+	var errs []error
+	seen := make(map[string]int)
+	for i, ns := range nss {
+		bad := func(format string, args ...any) {
+			errs = append(errs, fmt.Errorf("[%d] %q: %s", i, ns.Name, fmt.Sprintf(format, args...)))
+		}
+		switch {
+		case !strings.HasPrefix(ns.Name, "/"):
+			bad(`name must start with "/"`)
+		case len(ns.Name) > maxPatternLen:
+			bad("name is longer than %d bytes", maxPatternLen)
+		case strings.Count(ns.Name, "*") > 1:
+			bad("name may hold at most one '*'")
+		}
+		if j, dup := seen[ns.Name]; dup {
+			bad("name repeats namespaces[%d]", j)
+		} else {
+			seen[ns.Name] = i
+		}
+		for _, list := range []struct {
+			key      string
+			patterns []string
+		}{{"join", ns.Join}, {"publish", ns.Publish}} {
+			for _, p := range list.patterns {
+				switch {
+				case p == "":
+					bad("%s: room pattern is empty", list.key)
+				case len(p) > maxPatternLen:
+					bad("%s: room pattern %q is longer than %d bytes", list.key, p, maxPatternLen)
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
