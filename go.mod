@@ -10,4 +10,5 @@ require (
 require (
 	github.com/gobwas/httphead v0.1.0 // indirect
 	github.com/gobwas/pool v0.2.1 // indirect
+	golang.org/x/sys v0.6.0 // indirect
 )

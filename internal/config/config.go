@@ -73,7 +73,7 @@ type Config struct {
 	ClientDir string
 
 	// Namespaces configures namespaces and their room policies. It can only be
-	// set in the YAML file (key namespaces). Default none: any namespace, any room.
+	// set in the YAML file (key namespaces). Default none: only "/", any room.
 	Namespaces []Namespace
 
 	// File is the YAML file that was read, "" if none.

@@ -130,7 +130,7 @@ var specs = []spec{
 	},
 	{
 		key:   "namespaces",
-		help:  "namespaces and the rooms clients may join and publish to (see below); none means any namespace, any room",
+		help:  "namespaces besides `/` and the rooms clients may join and publish to ([docs/configuration.md](docs/configuration.md)); none means only `/`, any room",
 		field: func(c *Config) field { return (*namespacesField)(&c.Namespaces) },
 		check: func(c *Config) error { return checkNamespaces(c.Namespaces) },
 	},

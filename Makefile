@@ -1,0 +1,44 @@
+# Thin targets; CI runs `make test` as it is.
+GO      ?= go
+BIN     ?= ./chorus
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/chorus-rt/chorus/internal/app.Version=$(VERSION)
+
+.PHONY: run build deps test test-go test-e2e check-fmt vet conformance clean
+
+## run: install the front-end packages if missing, build, and run chorus on :3000
+run: node_modules build
+	$(BIN)
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
+
+node_modules: package-lock.json
+	npm ci --no-audit --no-fund
+	@touch node_modules
+
+deps: node_modules
+
+## test: every test: formatting, vet, Go tests with -race, then the end-to-end suite with the stock client
+test: check-fmt vet test-go test-e2e
+
+check-fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+test-go:
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+test-e2e: node_modules build
+	CHORUS_BIN=$(BIN) npm run --silent test:e2e
+
+## conformance: the official engine.io-protocol and socket.io-protocol suites against chorus
+## (ENGINEIO_PROTOCOL_DIR and SOCKETIO_PROTOCOL_DIR point at fetched checkouts; nothing is committed)
+conformance:
+	$(GO) build -o conformance-server ./tests/conformance
+	tests/conformance/run.sh ./conformance-server
+
+clean:
+	rm -f $(BIN) conformance-server
