@@ -1,0 +1,301 @@
+// Package siotest is a minimal Socket.IO v5 client over WebSocket for chorus's Go tests and load
+// generator: enough of the protocol to connect to a namespace, emit with and without acks, receive
+// events (binary attachments included) and answer heartbeats. It is not a general-purpose client.
+package siotest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/chorus-rt/chorus/internal/protocol"
+)
+
+// Event is a received event.
+type Event struct {
+	Name        string
+	Args        []json.RawMessage
+	Attachments [][]byte
+	// AckID is set when the server asked for an ack (HasAck); answer with Client.Ack.
+	AckID  uint64
+	HasAck bool
+}
+
+// Client is one connection to one namespace.
+type Client struct {
+	ID   string
+	Nsp  string
+	conn net.Conn
+	rw   io.ReadWriter
+
+	wmu sync.Mutex
+
+	mu     sync.Mutex
+	nextID uint64
+	acks   map[uint64]chan Event
+	events chan Event
+	done   chan struct{}
+	err    error
+
+	// NoPong stops the client answering pings, to play a zombie.
+	NoPong bool
+}
+
+// ConnectError is returned by Dial when the namespace refuses the socket.
+type ConnectError struct {
+	Message string
+	Data    json.RawMessage
+}
+
+func (e *ConnectError) Error() string { return "connect_error: " + e.Message }
+
+// Dial connects over WebSocket to base (http://host:port) and joins nsp with auth (nil for none).
+func Dial(ctx context.Context, base, nsp string, auth any) (*Client, error) {
+	u := strings.Replace(base, "http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
+	conn, br, _, err := ws.Dial(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	// Frames that arrived with the handshake response wait in br.
+	var rw io.ReadWriter = conn
+	if br != nil {
+		rw = struct {
+			io.Reader
+			io.Writer
+		}{br, conn}
+	}
+	c := &Client{Nsp: nsp, conn: conn, rw: rw, acks: make(map[uint64]chan Event), events: make(chan Event, 1<<16), done: make(chan struct{})}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetReadDeadline(dl)
+	}
+	open, err := c.readText()
+	if err != nil || len(open) == 0 || open[0] != '0' {
+		conn.Close()
+		return nil, fmt.Errorf("open packet: %q %v", open, err)
+	}
+	p := protocol.Packet{Type: protocol.Connect, Nsp: nsp}
+	if auth != nil {
+		p.Data, _ = json.Marshal(auth)
+	}
+	if err := c.writeText(append([]byte{'4'}, p.Encode()...)); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	for {
+		msg, err := c.readText()
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		if string(msg) == "2" {
+			c.writeText([]byte("3"))
+			continue
+		}
+		r, _, err := protocol.DecodeHeader(msg[1:])
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		switch r.Type {
+		case protocol.Connect:
+			var v struct{ SID string }
+			json.Unmarshal(r.Data, &v)
+			c.ID = v.SID
+			conn.SetReadDeadline(time.Time{})
+			go c.read()
+			return c, nil
+		case protocol.ConnectError:
+			var e ConnectError
+			json.Unmarshal(r.Data, &e)
+			conn.Close()
+			return nil, &e
+		}
+	}
+}
+
+func (c *Client) readText() ([]byte, error) {
+	data, op, err := wsutil.ReadServerData(c.rw)
+	if err != nil {
+		return nil, err
+	}
+	if op != ws.OpText {
+		return nil, errors.New("unexpected binary frame")
+	}
+	return data, nil
+}
+
+func (c *Client) writeText(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return wsutil.WriteClientText(c.conn, b)
+}
+
+// WriteRaw sends one Engine.IO text packet as it is (e.g. "42[\"x\"]").
+func (c *Client) WriteRaw(s string) error { return c.writeText([]byte(s)) }
+
+func (c *Client) read() {
+	defer close(c.done)
+	defer close(c.events)
+	var pending *protocol.Packet
+	var want int
+	for {
+		data, op, err := wsutil.ReadServerData(c.rw)
+		if err != nil {
+			c.mu.Lock()
+			c.err = err
+			for id, ch := range c.acks {
+				close(ch)
+				delete(c.acks, id)
+			}
+			c.mu.Unlock()
+			return
+		}
+		if op == ws.OpBinary {
+			if pending == nil {
+				continue
+			}
+			pending.Attachments = append(pending.Attachments, data)
+			if len(pending.Attachments) == want {
+				c.deliver(pending)
+				pending = nil
+			}
+			continue
+		}
+		switch {
+		case string(data) == "2":
+			if !c.NoPong {
+				c.writeText([]byte("3"))
+			}
+			continue
+		case len(data) == 0 || data[0] != '4':
+			continue
+		}
+		p, n, err := protocol.DecodeHeader(data[1:])
+		if err != nil {
+			continue
+		}
+		if n > 0 {
+			pending, want = &p, n
+			continue
+		}
+		c.deliver(&p)
+	}
+}
+
+func (c *Client) deliver(p *protocol.Packet) {
+	args, _ := protocol.Args(p.Data)
+	switch p.Type {
+	case protocol.Event, protocol.BinaryEvent:
+		var name string
+		if len(args) > 0 {
+			json.Unmarshal(args[0], &name)
+			args = args[1:]
+		}
+		c.events <- Event{Name: name, Args: args, Attachments: p.Attachments, AckID: p.ID, HasAck: p.HasID}
+	case protocol.Ack, protocol.BinaryAck:
+		c.mu.Lock()
+		ch := c.acks[p.ID]
+		delete(c.acks, p.ID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- Event{Args: args, Attachments: p.Attachments}
+		}
+	case protocol.Disconnect:
+		c.conn.Close()
+	}
+}
+
+func (c *Client) packet(event string, args []any, id uint64, hasID bool) ([]byte, error) {
+	vals := make([]json.RawMessage, 0, 1+len(args))
+	name, _ := json.Marshal(event)
+	vals = append(vals, name)
+	for _, a := range args {
+		b, err := json.Marshal(a)
+		if err != nil {
+			return nil, err
+		}
+		vals = append(vals, b)
+	}
+	p := protocol.Packet{Type: protocol.Event, Nsp: c.Nsp, ID: id, HasID: hasID, Data: protocol.AppendArray(nil, vals...)}
+	return append([]byte{'4'}, p.Encode()...), nil
+}
+
+// Ack answers an event the server sent with an ack id.
+func (c *Client) Ack(id uint64, args ...any) error {
+	vals := make([]json.RawMessage, 0, len(args))
+	for _, a := range args {
+		b, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		vals = append(vals, b)
+	}
+	p := protocol.Packet{Type: protocol.Ack, Nsp: c.Nsp, ID: id, HasID: true, Data: protocol.AppendArray(nil, vals...)}
+	return c.writeText(append([]byte{'4'}, p.Encode()...))
+}
+
+// Emit sends an event without asking for an ack.
+func (c *Client) Emit(event string, args ...any) error {
+	b, err := c.packet(event, args, 0, false)
+	if err != nil {
+		return err
+	}
+	return c.writeText(b)
+}
+
+// EmitWithAck sends an event and waits for its ack.
+func (c *Client) EmitWithAck(ctx context.Context, event string, args ...any) (Event, error) {
+	ch := make(chan Event, 1)
+	c.mu.Lock()
+	c.nextID++
+	id := c.nextID
+	c.acks[id] = ch
+	c.mu.Unlock()
+	b, err := c.packet(event, args, id, true)
+	if err != nil {
+		return Event{}, err
+	}
+	if err := c.writeText(b); err != nil {
+		return Event{}, err
+	}
+	select {
+	case ev, ok := <-ch:
+		if !ok {
+			return Event{}, errors.New("connection closed before the ack")
+		}
+		return ev, nil
+	case <-ctx.Done():
+		return Event{}, ctx.Err()
+	}
+}
+
+// Next returns the next received event.
+func (c *Client) Next(ctx context.Context) (Event, error) {
+	select {
+	case ev, ok := <-c.events:
+		if !ok {
+			return Event{}, errors.New("connection closed")
+		}
+		return ev, nil
+	case <-ctx.Done():
+		return Event{}, ctx.Err()
+	}
+}
+
+// Done is closed when the connection has ended.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Close closes the connection and waits for the reader to stop.
+func (c *Client) Close() {
+	c.conn.Close()
+	<-c.done
+}
