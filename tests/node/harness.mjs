@@ -8,6 +8,8 @@
 //   E2E_RUN_CHORUS_ONLY  1: run the chorus-only tests against the reference too (to see how Node behaves)
 
 import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, afterEach } from "node:test";
@@ -34,6 +36,7 @@ const MAX_CAPTURED_CHARS = 64 * 1024;
 
 const servers = new Set();
 const clients = new Set();
+const tempDirs = new Set();
 
 let uniqueCounter = 0;
 /** A name no other test of this process uses (rooms, events). */
@@ -41,12 +44,13 @@ export const unique = (prefix = "r") => `${prefix}-${process.pid}-${++uniqueCoun
 
 /**
  * Starts the server under test on 127.0.0.1 with a free port.
- * @param {{env?: Record<string,string>, args?: string[]}} [opts] env: CHORUS_* variables; args: chorus flags
- *   (ignored by the reference server, which has no flags).
+ * @param {{env?: Record<string,string>, args?: string[], namespaces?: string[]}} [opts] env: CHORUS_*
+ *   variables; args: chorus flags (ignored by the reference server, which has no flags); namespaces:
+ *   besides "/", exact names or patterns with "*" (chorus: a -config file; reference: CHORUS_NAMESPACES).
  * @returns {Promise<{url: string, port: number, proc: import("node:child_process").ChildProcess,
  *   logs: object[], exited: Promise<{code: number|null, signal: string|null}>, stop: () => Promise<void>}>}
  */
-export async function startServer({ env = {}, args = [] } = {}) {
+export async function startServer({ env = {}, args = [], namespaces = [] } = {}) {
   // Only the CHORUS_* variables the test asks for: nothing inherited from the caller's shell.
   const childEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CHORUS_")));
   Object.assign(childEnv, env);
@@ -56,9 +60,18 @@ export async function startServer({ env = {}, args = [] } = {}) {
     cmd = process.execPath;
     cmdArgs = [path.join(repoRoot, "tests/reference/server.mjs")];
     childEnv.CHORUS_ADDR = "127.0.0.1:0";
+    if (namespaces.length) childEnv.CHORUS_NAMESPACES = namespaces.join(",");
   } else {
     cmd = path.resolve(repoRoot, process.env.CHORUS_BIN || "./chorus");
     cmdArgs = ["-addr", "127.0.0.1:0", "-log-format", "json", ...args];
+    if (namespaces.length) {
+      // Namespaces come only from the configuration file (docs/configuration.md).
+      const dir = mkdtempSync(path.join(os.tmpdir(), "chorus-e2e-"));
+      tempDirs.add(dir);
+      const file = path.join(dir, "chorus.yaml");
+      writeFileSync(file, `namespaces:\n${namespaces.map((n) => `  - name: ${JSON.stringify(n)}\n`).join("")}`);
+      cmdArgs.push("-config", file);
+    }
   }
 
   const proc = spawn(cmd, cmdArgs, { cwd: repoRoot, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
@@ -154,6 +167,7 @@ afterEach(closeClients);
 after(async () => {
   closeClients();
   await Promise.all([...servers].map(stopServer));
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
 // Last resort if the test process dies without running its hooks.
 process.on("exit", () => {
