@@ -45,10 +45,14 @@ type Conn struct {
 	polling  bool          // a GET is being answered
 	pollWake chan struct{} // closed to wake the waiting GET
 	posting  bool          // a POST is being handled
+	// noopOnClose: the client closed the session; its poll, pending or just arriving, gets a noop.
+	noopOnClose bool
 	// websocket
 	ws        *wsConn
 	flushing  bool // a goroutine is writing out to ws
+	inflight  int  // packets of the batch being written
 	upgrading bool
+	probed    bool // the upgrade's probe has been answered
 	// heartbeat
 	pingTimer    *time.Timer
 	timeoutTimer *time.Timer
@@ -201,6 +205,37 @@ func (c *Conn) fail(reason string) {
 	}
 }
 
+// closeByClient handles a close packet from the client. Over long-polling its poll GET may reach
+// the server just before or just after the POST that carries the close: either way it is answered
+// with a noop (as Node does), not left hanging nor refused.
+func (c *Conn) closeByClient() {
+	c.mu.Lock()
+	if c.state != stateOpen || c.transport != Polling {
+		c.mu.Unlock()
+		c.fail("transport close")
+		return
+	}
+	c.state = stateClosing
+	c.reason = "transport close"
+	c.noopOnClose = true
+	c.out = nil
+	c.stopTimersLocked()
+	if c.pollWake != nil {
+		c.wakePollLocked()
+	} else {
+		c.closeTimer = time.AfterFunc(c.srv.opts.PingTimeout, c.finish)
+	}
+	c.mu.Unlock()
+	c.notifyClose("transport close")
+}
+
+// Buffered returns the number of packets queued or being written.
+func (c *Conn) Buffered() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.out) + c.inflight
+}
+
 // finish ends a closing session once its queue is written (or abandoned).
 func (c *Conn) finish() {
 	c.mu.Lock()
@@ -297,7 +332,7 @@ func (c *Conn) onFrame(f frame) {
 	case typePong:
 		c.pong()
 	case typeClose:
-		c.fail("transport close")
+		c.closeByClient()
 	case typeNoop, typeUpgrade, typePing:
 		// A ping from a v4 client only comes as the upgrade probe, which the WebSocket side handles;
 		// noop and stray upgrade packets carry nothing.

@@ -4,7 +4,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"time"
 )
+
+// upgradePollWait is how long a poll that arrives mid-upgrade waits for the upgrade to finish.
+const upgradePollWait = 100 * time.Millisecond
 
 // servePoll answers a long-polling GET with the queued packets, waiting for some if there are none.
 func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
@@ -23,7 +27,31 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
 		return
 	}
 	c.polling = true
-	if len(c.out) == 0 && c.state == stateOpen && !c.upgrading {
+	if len(c.out) == 0 && c.state == stateOpen && c.upgrading && c.probed {
+		// The client is pausing polling to finish an upgrade: its "5" may already be on the
+		// WebSocket. Wait a moment for it, as Node's 100 ms upgrade check does, then answer 400 if the
+		// session moved to WebSocket or a noop if not.
+		wake := make(chan struct{})
+		c.pollWake = wake
+		c.mu.Unlock()
+		t := time.NewTimer(upgradePollWait)
+		select {
+		case <-wake:
+		case <-t.C:
+		case <-r.Context().Done():
+		}
+		t.Stop()
+		c.mu.Lock()
+		if c.pollWake == wake {
+			c.pollWake = nil
+		}
+		if c.transport != Polling {
+			c.polling = false
+			c.mu.Unlock()
+			writeError(w, codeBadRequest, "")
+			return
+		}
+	} else if len(c.out) == 0 && c.state == stateOpen && !c.upgrading {
 		wake := make(chan struct{})
 		c.pollWake = wake
 		c.mu.Unlock()
@@ -44,7 +72,9 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
 	}
 	batch := c.takeLocked()
 	closing := c.state != stateOpen
-	if closing {
+	if c.noopOnClose {
+		batch = append(batch[:0], frame{typ: typeNoop})
+	} else if closing {
 		batch = append(batch, frame{typ: typeClose})
 	} else if len(batch) == 0 {
 		// Woken for an upgrade: answer so that the client can pause polling.

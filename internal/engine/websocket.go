@@ -152,13 +152,6 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 			writeError(w, codeUnknownSID, "")
 			return
 		}
-		c.mu.Lock()
-		ok := c.state == stateOpen && c.transport == Polling && !c.upgrading
-		c.mu.Unlock()
-		if !ok {
-			writeError(w, codeBadRequest, "")
-			return
-		}
 	} else if s.opts.AllowRequest != nil {
 		if err := s.opts.AllowRequest(r); err != nil {
 			writeError(w, codeForbidden, err.Error())
@@ -185,6 +178,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 		c.mu.Unlock()
 		s.openWebSocket(c, r)
 	} else if !s.probe(c, wc) {
+		// Not upgradable (already upgrading or upgraded, or closed), or the probe failed: like
+		// Node, the WebSocket is accepted and then closed, and the session carries on.
 		wc.close()
 		return
 	}
@@ -216,7 +211,7 @@ func (s *Server) probe(c *Conn, wc *wsConn) bool {
 	defer func() {
 		if !ok {
 			c.mu.Lock()
-			c.upgrading = false
+			c.upgrading, c.probed = false, false
 			c.mu.Unlock()
 		}
 	}()
@@ -230,6 +225,7 @@ func (s *Server) probe(c *Conn, wc *wsConn) bool {
 		return false
 	}
 	c.mu.Lock()
+	c.probed = true
 	c.wakePollLocked()
 	c.mu.Unlock()
 
@@ -245,7 +241,7 @@ func (s *Server) probe(c *Conn, wc *wsConn) bool {
 	}
 	c.transport = WebSocket
 	c.ws = wc
-	c.upgrading = false
+	c.upgrading, c.probed = false, false
 	c.wakePollLocked()
 	if len(c.out) > 0 {
 		c.kickLocked()
@@ -293,6 +289,7 @@ func (s *Server) readWebSocket(c *Conn, wc *wsConn) {
 func (c *Conn) flushWebSocket(wc *wsConn) {
 	for {
 		c.mu.Lock()
+		c.inflight = 0
 		if len(c.out) == 0 || c.state == stateClosed {
 			c.flushing = false
 			closing := c.state == stateClosing
@@ -303,10 +300,11 @@ func (c *Conn) flushWebSocket(wc *wsConn) {
 			return
 		}
 		batch := c.takeLocked()
+		c.inflight = len(batch)
 		c.mu.Unlock()
 		if err := wc.writeFrames(batch); err != nil {
 			c.mu.Lock()
-			c.flushing = false
+			c.flushing, c.inflight = false, 0
 			c.mu.Unlock()
 			c.fail("transport error")
 			return

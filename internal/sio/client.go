@@ -147,7 +147,7 @@ func (cl *client) connect(p *protocol.Packet) {
 		Auth:    p.Data,
 	}
 	if len(h.Auth) == 0 {
-		h.Auth = json.RawMessage("null")
+		h.Auth = json.RawMessage("{}") // as Node: a handshake without auth has auth {}
 	}
 	for _, m := range n.middleware {
 		if err := m(context.Background(), h, h.Auth); err != nil {

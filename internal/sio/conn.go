@@ -75,6 +75,9 @@ func (c *Conn) Handshake() *Handshake { return c.handshake }
 // Transport returns the current transport: "polling" or "websocket".
 func (c *Conn) Transport() string { return c.client.conn.Transport() }
 
+// Buffered returns the number of packets queued on the socket's connection and not yet written.
+func (c *Conn) Buffered() int { return c.client.conn.Buffered() }
+
 // Set stores a value on the socket for later handlers.
 func (c *Conn) Set(key string, v any) {
 	c.mu.Lock()
