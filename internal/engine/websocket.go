@@ -100,7 +100,14 @@ func (w *wsConn) readMessage(max int64) (data []byte, binary bool, err error) {
 		if err != nil {
 			return nil, false, err
 		}
-		if err := ws.CheckHeader(h, ws.StateServerSide); err != nil {
+		// CheckHeader must know whether a fragmented message is in progress: with StateServerSide
+		// alone it refuses every continuation frame, which closed any session whose client
+		// fragmented a message.
+		state := ws.StateServerSide
+		if op != 0 {
+			state |= ws.StateFragmented
+		}
+		if err := ws.CheckHeader(h, state); err != nil {
 			return nil, false, err
 		}
 		if h.OpCode.IsControl() {
