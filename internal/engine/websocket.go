@@ -132,7 +132,10 @@ func (w *wsConn) readMessage(max int64) (data []byte, binary bool, err error) {
 		} else if op == 0 {
 			return nil, false, ws.ErrProtocolContinuationUnexpected
 		}
-		if int64(len(data))+h.Length > max {
+		// Compared without adding: a continuation frame may claim up to 2^63-1 bytes, and
+		// len(data)+h.Length then overflowed to a negative number, passed the check and made the
+		// allocation below panic (recovered by net/http, leaving the session open with no reader).
+		if h.Length > max-int64(len(data)) {
 			return nil, false, errMessageTooBig
 		}
 		start := len(data)
