@@ -48,6 +48,30 @@ func (w *wsConn) close() {
 	})
 }
 
+// closeLinger bounds how long closeLingering reads what a peer still sends after the close frame.
+const closeLinger = time.Second
+
+// closeLingering sends a close frame with code and then, instead of closing the connection at once,
+// half-closes it and reads and drops what the peer still sends (until it closes too, or for at most
+// closeLinger) before closing it. Closing a TCP connection with unread data makes the kernel reset
+// it, and the reset can destroy the close frame before the peer reads it: a client whose message was
+// over MaxPayload (and so was left unread) saw the connection drop without the 1009 it was owed. It
+// must run on the reader goroutine, the only one that reads the connection.
+func (w *wsConn) closeLingering(code ws.StatusCode, reason string) {
+	w.closeOnce.Do(func() {
+		w.wmu.Lock()
+		w.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		ws.WriteFrame(w.conn, ws.NewCloseFrame(ws.NewCloseFrameBody(code, reason)))
+		if cw, ok := w.conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		w.wmu.Unlock()
+		w.conn.SetReadDeadline(time.Now().Add(closeLinger))
+		io.Copy(io.Discard, w.br)
+		w.conn.Close()
+	})
+}
+
 // writeFrames writes a batch of Engine.IO packets, one WebSocket frame each, in a single write.
 func (w *wsConn) writeFrames(frames []frame) error {
 	buf := getBuf()
@@ -274,7 +298,8 @@ func (s *Server) readWebSocket(c *Conn, wc *wsConn) {
 			if errors.Is(err, errMessageTooBig) {
 				reason = "transport error"
 				s.log.Debug("websocket message too big", "conn", c.id)
-				wc.writeControl(ws.OpClose, ws.NewCloseFrameBody(ws.StatusMessageTooBig, "message too big"))
+				// The one close frame of this connection, and not lost to a reset (see closeLingering).
+				wc.closeLingering(ws.StatusMessageTooBig, "message too big")
 			}
 			c.fail(reason)
 			wc.close()
