@@ -219,7 +219,13 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, transport string) 
 	s.mu.Lock()
 	s.conns[c.id] = c
 	s.mu.Unlock()
+	// The session is visible to Server.Close (a drain) from here on, and Close runs OnClose under
+	// inMu: holding inMu until the Handler is set makes that OnClose wait for it. Without it, a
+	// drain reaching a session whose OnOpen was still running called OnClose on a nil Handler and
+	// crashed the process.
+	c.inMu.Lock()
 	c.handler = s.opts.OnOpen(c)
+	c.inMu.Unlock()
 
 	open := openPacket(c.id, s.upgradesFor(transport), s.opts)
 	c.mu.Lock()

@@ -206,7 +206,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 		s.mu.Lock()
 		s.conns[c.id] = c
 		s.mu.Unlock()
+		c.inMu.Lock() // see Server.open: a concurrent Close's OnClose waits for the Handler
 		c.handler = s.opts.OnOpen(c)
+		c.inMu.Unlock()
 		c.mu.Lock()
 		c.ws = wc
 		c.mu.Unlock()
