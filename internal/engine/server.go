@@ -216,6 +216,9 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, transport string) 
 		}
 	}
 	c := newConn(s, newSID(), r, transport)
+	// The open packet is queued first, before OnOpen can Send: appended after OnOpen, it came after
+	// any message OnOpen sent, and the client's first packet was not the handshake.
+	c.out = append(c.out, frame{typ: typeOpen, data: openPacket(c.id, s.upgradesFor(transport), s.opts)})
 	s.mu.Lock()
 	s.conns[c.id] = c
 	s.mu.Unlock()
@@ -227,9 +230,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, transport string) 
 	c.handler = s.opts.OnOpen(c)
 	c.inMu.Unlock()
 
-	open := openPacket(c.id, s.upgradesFor(transport), s.opts)
 	c.mu.Lock()
-	c.out = append(c.out, frame{typ: typeOpen, data: open})
 	c.schedulePingLocked()
 	c.mu.Unlock()
 	s.log.Debug("engine open", "conn", c.id, "transport", transport, "remote", r.RemoteAddr)

@@ -203,6 +203,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 	wc := &wsConn{conn: conn, br: brw.Reader, writeTimeout: s.opts.PingInterval + s.opts.PingTimeout}
 	if c == nil {
 		c = newConn(s, newSID(), r, WebSocket)
+		// Queued before OnOpen can Send, as in Server.open.
+		c.out = append(c.out, frame{typ: typeOpen, data: openPacket(c.id, []string{}, s.opts)})
 		s.mu.Lock()
 		s.conns[c.id] = c
 		s.mu.Unlock()
@@ -222,11 +224,10 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 	s.readWebSocket(c, wc)
 }
 
-// openWebSocket sends the open packet of a session that started on WebSocket.
+// openWebSocket sends the open packet (queued first) of a session that started on WebSocket, and
+// whatever OnOpen sent after it.
 func (s *Server) openWebSocket(c *Conn, r *http.Request) {
-	open := openPacket(c.id, []string{}, s.opts)
 	c.mu.Lock()
-	c.out = append(c.out, frame{typ: typeOpen, data: open})
 	c.schedulePingLocked()
 	c.kickLocked()
 	c.mu.Unlock()
