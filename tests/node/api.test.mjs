@@ -2,7 +2,7 @@
 
 import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { ack, connect, httpRequest, record, startServer, unique, waitFor } from "./harness.mjs";
+import { ack, chunkedPost, connect, httpRequest, record, startServer, unique, waitFor } from "./harness.mjs";
 
 const KEY = "test-key-0123456789";
 const MAX_PAYLOAD = 2000;
@@ -96,6 +96,22 @@ describe("with an API key", () => {
     assert.equal((await emit({ rooms: [room], event: "x" }, { key: "wrong" })).status, 401);
     assert.equal((await emit({ rooms: [room], event: "disconnect" })).status, 400);
     assert.equal((await emit(JSON.stringify({ rooms: [room], event: "x", data: "y".repeat(MAX_PAYLOAD) }))).status, 413);
+    assert.equal((await emit({ rooms: [room], event: "marker" })).status, 202);
+    await waitFor(() => evB.length > 0, { message: "B got the marker" });
+    assert.deepEqual(evB.map((e) => e.event), ["marker"]);
+  });
+
+  test("a chunked body over the limit gets 413 and emits nothing", T, async () => {
+    const room = unique();
+    const b = await connect(server.url, { transports: ["websocket"] });
+    const evB = record(b);
+    assert.deepEqual(await ack(b, "join", room), { ok: true });
+    // Valid JSON whose first bytes would make sense to a reader that stops at the limit.
+    const body = JSON.stringify({ rooms: [room], event: "chunked", data: "z".repeat(MAX_PAYLOAD * 5) });
+    const headers = { authorization: `Bearer ${KEY}`, "content-type": "application/json" };
+    const res = await chunkedPost(server.port, "/api/v1/emit", body, { headers, chunkSize: 256 });
+    assert.equal(res.status, 413, `chunked body of ${body.length} bytes: ${res.text.slice(0, 200)}`);
+    assert.equal(JSON.parse(res.text).error?.code, "payload_too_large");
     assert.equal((await emit({ rooms: [room], event: "marker" })).status, 202);
     await waitFor(() => evB.length > 0, { message: "B got the marker" });
     assert.deepEqual(evB.map((e) => e.event), ["marker"]);

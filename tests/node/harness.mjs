@@ -8,6 +8,7 @@
 //   E2E_RUN_CHORUS_ONLY  1: run the chorus-only tests against the reference too (to see how Node behaves)
 
 import { spawn } from "node:child_process";
+import http from "node:http";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -355,4 +356,33 @@ export function binToHex(value) {
     return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, binToHex(v)]));
   }
   return value;
+}
+
+/**
+ * POSTs body with Transfer-Encoding: chunked (no Content-Length), chunkSize characters at a time;
+ * resolves with the response {status, text}. A connection closed by the server after it answered
+ * (e.g. 413 while the body is still being written) still resolves with that answer.
+ */
+export function chunkedPost(port, path, body, { chunkSize = 1024, headers = {}, timeoutMs = 10_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    let status;
+    let text = "";
+    const req = http.request(
+      { host: "127.0.0.1", port, path, method: "POST", headers: { "content-type": "text/plain;charset=UTF-8", ...headers } },
+      (res) => {
+        status = res.statusCode;
+        res.setEncoding("utf8");
+        res.on("data", (chunk) => (text += chunk));
+        res.on("end", () => resolve({ status, text }));
+        res.on("error", () => resolve({ status, text }));
+      },
+    );
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`chunked POST ${path}: no answer within ${timeoutMs} ms`)));
+    req.on("error", (err) => {
+      if (status !== undefined) resolve({ status, text });
+      else reject(err);
+    });
+    for (let i = 0; i < body.length; i += chunkSize) req.write(body.slice(i, i + chunkSize));
+    req.end();
+  });
 }

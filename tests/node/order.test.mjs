@@ -13,7 +13,8 @@ before(async () => {
   server = await startServer();
 });
 
-for (const transport of ["websocket", "polling"]) {
+// "upgrade": the burst starts right after connect, so much of it crosses the polling → WebSocket switch.
+for (const transport of ["websocket", "polling", "upgrade"]) {
   test(`a burst of ${BURST} publishes arrives complete and in order over ${transport}`, { timeout: BUDGET_MS }, async () => {
     const started = Date.now();
     const opts = TRANSPORTS[transport];

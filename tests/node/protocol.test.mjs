@@ -69,6 +69,20 @@ for (const [transport, opts] of Object.entries(TRANSPORTS)) {
       }
     });
 
+    test("a request sent right on connect is answered", T, async () => {
+      // Emitted from inside the connect handler, before anything else can happen on the socket.
+      const CLIENTS = 20;
+      const replies = await Promise.all(
+        Array.from({ length: CLIENTS }, () => {
+          let reply;
+          return connect(server.url, opts, {
+            onSocket: (s) => s.once("connect", () => (reply = s.timeout(5_000).emitWithAck("join", unique()))),
+          }).then(() => reply);
+        }),
+      );
+      assert.deepEqual(replies, Array(CLIENTS).fill(OK));
+    });
+
     test("join, publish to the other members only, leave", T, async () => {
       const room = unique();
       const onlyB = unique();
