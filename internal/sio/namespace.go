@@ -57,14 +57,12 @@ func (n *Namespace) OnConnect(f func(*Conn)) { n.onConnect = append(n.onConnect,
 func (n *Namespace) OnDisconnect(f func(*Conn, string)) { n.onDisconnect = append(n.onDisconnect, f) }
 
 // Handle registers the handler of event: the wrapper decodes the event's first argument into Req
-// (a Validate() error method on Req is called too), runs h on the socket's queue, and acks with
+// (a missing argument decodes as null, leaving Req's zero value for Validate or h to refuse; a
+// Validate() error method on Req is called), runs h on the socket's queue, and acks with
 // h's Resp, or with {ok:false, error:{code, message}} when h or the decoding fails.
 func Handle[Req, Resp any](n *Namespace, event string, h func(ctx context.Context, c *Conn, req Req) (Resp, error)) {
 	n.handlers[event] = func(ctx context.Context, c *Conn, m *Message) (any, error) {
 		var req Req
-		if len(m.Args) == 0 || string(m.Args[0]) == "null" {
-			return nil, Errorf(CodeInvalidArgument, "%s: missing argument", event)
-		}
 		if err := m.Decode(0, &req); err != nil {
 			return nil, Errorf(CodeInvalidArgument, "%s: %s", event, describeDecodeError(err))
 		}
