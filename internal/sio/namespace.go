@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"sync"
 
 	"github.com/chorus-rt/chorus/adapter"
@@ -57,12 +58,16 @@ func (n *Namespace) OnConnect(f func(*Conn)) { n.onConnect = append(n.onConnect,
 func (n *Namespace) OnDisconnect(f func(*Conn, string)) { n.onDisconnect = append(n.onDisconnect, f) }
 
 // Handle registers the handler of event: the wrapper decodes the event's first argument into Req
-// (a missing argument decodes as null, leaving Req's zero value for Validate or h to refuse; a
-// Validate() error method on Req is called), runs h on the socket's queue, and acks with
+// (a missing or null argument is refused when Req is a struct, and otherwise leaves Req's zero value
+// for Validate or h to refuse; a Validate() error method on Req is called), runs h on the socket's queue, and acks with
 // h's Resp, or with {ok:false, error:{code, message}} when h or the decoding fails.
 func Handle[Req, Resp any](n *Namespace, event string, h func(ctx context.Context, c *Conn, req Req) (Resp, error)) {
+	object := reflect.TypeFor[Req]().Kind() == reflect.Struct
 	n.handlers[event] = func(ctx context.Context, c *Conn, m *Message) (any, error) {
 		var req Req
+		if object && (len(m.Args) == 0 || string(m.Args[0]) == "null") {
+			return nil, Errorf(CodeInvalidArgument, "%s takes an object", event)
+		}
 		if err := m.Decode(0, &req); err != nil {
 			return nil, Errorf(CodeInvalidArgument, "%s: %s", event, describeDecodeError(err))
 		}
