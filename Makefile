@@ -4,7 +4,7 @@ BIN     ?= ./chorus
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/chorus-rt/chorus/internal/app.Version=$(VERSION)
 
-.PHONY: run build deps test test-go test-e2e check-fmt vet conformance clean
+.PHONY: run build deps test test-go test-e2e check-fmt vet conformance bench clean
 
 ## run: install the front-end packages if missing, build, and run chorus on :3000
 run: node_modules build
@@ -39,6 +39,11 @@ test-e2e: node_modules build
 conformance:
 	$(GO) build -o conformance-server ./tests/conformance
 	tests/conformance/run.sh ./conformance-server
+
+## bench: chorus vs Node socket.io vs a bare WebSocket server, side by side, each on one core
+## (tests/bench/README.md; about 15 minutes; BENCH_FLAGS=-quick for a 2–3 minute smoke run)
+bench: node_modules build
+	CHORUS_BIN=$(BIN) tests/bench/run.sh $(BENCH_FLAGS)
 
 clean:
 	rm -f $(BIN) conformance-server
