@@ -61,6 +61,7 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	upgrades []string
+	writers  *writers
 
 	mu    sync.RWMutex
 	conns map[string]*Conn
@@ -83,7 +84,7 @@ func NewServer(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, log: opts.Logger, conns: make(map[string]*Conn)}
+	s := &Server{opts: opts, log: opts.Logger, writers: newWriters(), conns: make(map[string]*Conn)}
 	if s.enabled(Polling) && s.enabled(WebSocket) {
 		s.upgrades = []string{WebSocket}
 	} else {

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"time"
+
 	"fmt"
 	"net/http"
 	"slices"
@@ -187,5 +189,48 @@ func TestUpgradeFailedProbe(t *testing.T) {
 				t.Fatalf("session after a failed probe: closes %q, transport %q", r, pc.rec.conn.Transport())
 			}
 		})
+	}
+}
+
+// The upgrade writes "3probe" with a write deadline; a deadline left behind made every later
+// non-blocking write fail once it passed, closing upgraded sessions after PingInterval+PingTimeout.
+func TestUpgradedSessionOutlivesWriteTimeout(t *testing.T) {
+	const interval, timeout = 100 * time.Millisecond, 150 * time.Millisecond
+	ts := newTestServer(t, Options{PingInterval: interval, PingTimeout: timeout})
+	pc := ts.pollHandshake()
+	c := pc.rec.conn
+	get := pc.startGet()
+	eventually(t, waitTimeout, pc.pollWaiting, "the GET to wait on the server")
+	wc := ts.mustDialWS("EIO=4&transport=websocket&sid=" + pc.sid)
+	wc.mustWriteText("2probe")
+	if got := wc.mustReadText(); got != "3probe" {
+		t.Fatalf("probe answer %q", got)
+	}
+	awaitGet(t, get)
+	wc.mustWriteText("5")
+	eventually(t, waitTimeout, func() bool { return c.Transport() == WebSocket }, "the upgrade")
+
+	// Answer pings for several write timeouts, then the session must still take a message.
+	deadline := time.Now().Add(4 * (interval + timeout))
+	for time.Now().Before(deadline) {
+		if got := wc.mustReadText(); got != "2" {
+			t.Fatalf("unexpected frame %q", got)
+		}
+		wc.mustWriteText("3")
+	}
+	c.Send(Packet{Data: []byte("still-here")})
+	for {
+		got := wc.mustReadText()
+		if got == "2" {
+			wc.mustWriteText("3")
+			continue
+		}
+		if got != "4still-here" {
+			t.Fatalf("got %q, want 4still-here", got)
+		}
+		break
+	}
+	if r := pc.rec.closeReasons(); len(r) != 0 {
+		t.Fatalf("the upgraded session closed: %q", r)
 	}
 }

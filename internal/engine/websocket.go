@@ -2,12 +2,14 @@ package engine
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -31,6 +33,7 @@ func putBuf(b []byte) {
 // all the frames of a batch go out in one write.
 type wsConn struct {
 	conn         net.Conn
+	rc           syscall.RawConn // for non-blocking writes; nil if conn has no file descriptor
 	br           *bufio.Reader
 	writeTimeout time.Duration
 
@@ -74,21 +77,8 @@ func (w *wsConn) closeLingering(code ws.StatusCode, reason string) {
 
 // writeFrames writes a batch of Engine.IO packets, one WebSocket frame each, in a single write.
 func (w *wsConn) writeFrames(frames []frame) error {
-	buf := getBuf()
-	for _, f := range frames {
-		if f.binary {
-			buf = appendFrameHeader(buf, ws.OpBinary, len(f.data))
-			buf = append(buf, f.data...)
-			continue
-		}
-		buf = appendFrameHeader(buf, ws.OpText, 1+len(f.data))
-		buf = append(buf, f.typ)
-		buf = append(buf, f.data...)
-	}
-	w.wmu.Lock()
-	w.conn.SetWriteDeadline(time.Now().Add(w.writeTimeout))
-	_, err := w.conn.Write(buf)
-	w.wmu.Unlock()
+	buf := appendFrames(getBuf(), frames)
+	err := w.writeBlocking(buf)
 	putBuf(buf)
 	return err
 }
@@ -97,7 +87,9 @@ func (w *wsConn) writeControl(op ws.OpCode, payload []byte) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	w.conn.SetWriteDeadline(time.Now().Add(w.writeTimeout))
-	return ws.WriteFrame(w.conn, ws.NewFrame(op, true, payload))
+	err := ws.WriteFrame(w.conn, ws.NewFrame(op, true, payload))
+	w.conn.SetWriteDeadline(time.Time{}) // see writeBlocking
+	return err
 }
 
 // appendFrameHeader appends an unmasked server frame header (RFC 6455 §5.2).
@@ -200,7 +192,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 		s.log.Debug("websocket handshake failed", "err", err)
 		return
 	}
-	wc := &wsConn{conn: conn, br: brw.Reader, writeTimeout: s.opts.PingInterval + s.opts.PingTimeout}
+	wc := newWSConn(conn, brw.Reader, s.opts.PingInterval+s.opts.PingTimeout)
 	if c == nil {
 		c = newConn(s, newSID(), r, WebSocket)
 		// Queued before OnOpen can Send, as in Server.open.
@@ -213,15 +205,43 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 		c.inMu.Unlock()
 		c.mu.Lock()
 		c.ws = wc
+		c.restart = func() { s.readWebSocket(c, wc) }
 		c.mu.Unlock()
 		s.openWebSocket(c, r)
-	} else if !s.probe(c, wc) {
-		// Not upgradable (already upgrading or upgraded, or closed), or the probe failed: like
-		// Node, the WebSocket is accepted and then closed, and the session carries on.
-		wc.close()
+		go s.readWebSocket(c, wc)
 		return
 	}
-	s.readWebSocket(c, wc)
+	// The upgrade runs on a goroutine of its own too, so that net/http's goroutine, its deep stack and
+	// its buffers go away now.
+	go func() {
+		if !s.probe(c, wc) {
+			// Not upgradable (already upgrading or upgraded, or closed), or the probe failed: like
+			// Node, the WebSocket is accepted and then closed, and the session carries on.
+			wc.close()
+			return
+		}
+		s.readWebSocket(c, wc)
+	}()
+}
+
+// readBufSize is the read buffer of a WebSocket connection: most messages and frame headers fit, and
+// larger payloads are read straight into their own buffer.
+const readBufSize = 1024
+
+// newWSConn takes over a hijacked connection. net/http's 4 KB reader is replaced by a small one
+// (carrying over anything the client already sent), as it would otherwise stay with the connection
+// for its whole life.
+func newWSConn(conn net.Conn, br *bufio.Reader, writeTimeout time.Duration) *wsConn {
+	var src io.Reader = conn
+	if n := br.Buffered(); n > 0 {
+		early, _ := br.Peek(n)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)
+	}
+	wc := &wsConn{conn: conn, br: bufio.NewReaderSize(src, readBufSize), writeTimeout: writeTimeout}
+	if sc, ok := conn.(syscall.Conn); ok {
+		wc.rc, _ = sc.SyscallConn()
+	}
+	return wc
 }
 
 // openWebSocket sends the open packet (queued first) of a session that started on WebSocket, and
@@ -278,6 +298,7 @@ func (s *Server) probe(c *Conn, wc *wsConn) bool {
 	}
 	c.transport = WebSocket
 	c.ws = wc
+	c.restart = func() { s.readWebSocket(c, wc) }
 	c.upgrading, c.probed = false, false
 	c.wakePollLocked()
 	if len(c.out) > 0 {
@@ -317,36 +338,9 @@ func (s *Server) readWebSocket(c *Conn, wc *wsConn) {
 			return
 		}
 		c.inMu.Lock()
-		c.onFrame(f)
+		if !c.deliver(f, nil) {
+			return // handed over to a new reader (ReleaseReader), which holds inMu now
+		}
 		c.inMu.Unlock()
-	}
-}
-
-// flushWebSocket writes the queue to the socket until it is empty; at most one runs per session, and
-// none while the session is idle.
-func (c *Conn) flushWebSocket(wc *wsConn) {
-	for {
-		c.mu.Lock()
-		c.inflight = 0
-		if len(c.out) == 0 || c.state == stateClosed {
-			c.flushing = false
-			closing := c.state == stateClosing
-			c.mu.Unlock()
-			if closing {
-				c.finish()
-			}
-			return
-		}
-		batch := c.takeLocked()
-		c.inflight = len(batch)
-		c.mu.Unlock()
-		if err := wc.writeFrames(batch); err != nil {
-			c.mu.Lock()
-			c.flushing, c.inflight = false, 0
-			c.mu.Unlock()
-			c.fail("transport error")
-			return
-		}
-		c.recycle(batch)
 	}
 }
