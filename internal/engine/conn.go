@@ -32,7 +32,9 @@ type Conn struct {
 	req     Request
 	handler Handler
 
-	// inMu serialises the delivery of incoming packets, whichever transport they arrive on.
+	// inMu serialises the delivery of incoming packets, whichever transport they arrive on. It is
+	// held by the reader (the WebSocket reader goroutine or a polling POST) while it delivers; a
+	// Handler that must wait for the client can hand it on with ReleaseReader.
 	inMu sync.Mutex
 
 	mu        sync.Mutex
@@ -48,9 +50,14 @@ type Conn struct {
 	// noopOnClose: the client closed the session; its poll, pending or just arriving, gets a noop.
 	noopOnClose bool
 	// websocket
-	ws        *wsConn
-	flushing  bool // a goroutine is writing out to ws
-	inflight  int  // packets of the batch being written
+	ws       *wsConn
+	flushing bool // a goroutine is writing out to ws
+	inflight int  // packets of the batch being written
+	// reader hand-over (ReleaseReader)
+	inFrame   bool    // the reader is delivering a packet, holding inMu
+	readerGen uint64  // incremented by each hand-over
+	rest      []frame // the frames of the current POST not yet delivered
+	restart   func()  // starts a new WebSocket reader
 	upgrading bool
 	probed    bool // the upgrade's probe has been answered
 	// heartbeat
@@ -122,7 +129,7 @@ func (c *Conn) kickLocked() {
 	if c.transport == WebSocket && c.ws != nil {
 		if !c.flushing {
 			c.flushing = true
-			go c.flushWebSocket(c.ws)
+			c.srv.writers.push(c)
 		}
 		return
 	}
@@ -317,6 +324,54 @@ func (c *Conn) pong() {
 		c.timeoutTimer.Stop()
 	}
 	c.schedulePingLocked()
+}
+
+// deliver hands f to onFrame on behalf of the reader holding inMu, and reports whether that reader
+// still is the reader afterwards: false means the Handler called ReleaseReader while handling f,
+// inMu has passed to a new reader, and the caller must stop reading and not unlock inMu.
+func (c *Conn) deliver(f frame, rest []frame) bool {
+	c.mu.Lock()
+	c.inFrame = true
+	c.rest = rest
+	gen := c.readerGen
+	c.mu.Unlock()
+	c.onFrame(f)
+	c.mu.Lock()
+	still := c.readerGen == gen
+	if still {
+		c.inFrame = false
+		c.rest = nil
+	}
+	c.mu.Unlock()
+	return still
+}
+
+// ReleaseReader lets a Handler that is handling a packet on the reader wait for the client (e.g.
+// for an ack) without stalling the session: the packets that follow are read and delivered by a new
+// reader while the Handler's goroutine goes on; when it returns, that goroutine stops reading. The
+// Handler must then run what it is given after the current packet in order itself (sio queues it).
+// It does nothing if no packet is being delivered.
+func (c *Conn) ReleaseReader() {
+	c.mu.Lock()
+	if !c.inFrame {
+		c.mu.Unlock()
+		return
+	}
+	c.inFrame = false
+	c.readerGen++
+	rest := c.rest
+	c.rest = nil
+	restart := c.restart
+	c.mu.Unlock()
+	// The rest of a polling POST came before anything a later request brings: deliver it now,
+	// still holding inMu (the Handler queues what it cannot run yet).
+	for _, f := range rest {
+		c.onFrame(f)
+	}
+	c.inMu.Unlock()
+	if restart != nil {
+		go restart()
+	}
 }
 
 // onFrame handles one incoming packet. It is called with inMu held.

@@ -145,11 +145,19 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request, c *Conn) {
 		c.fail("parse error")
 		return
 	}
-	c.inMu.Lock()
-	for _, f := range frames {
-		c.onFrame(f)
-	}
-	c.inMu.Unlock()
+	// Answer before delivering: the client sends its next POST only once this one is answered, and a
+	// handler that waits for the client's ack needs that next POST to arrive. The next POST's packets
+	// still wait for these (inMu), so the order holds.
 	w.Header().Set("Content-Type", "text/html")
 	w.Write([]byte("ok"))
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	c.inMu.Lock()
+	for i, f := range frames {
+		if !c.deliver(f, frames[i+1:]) {
+			return // handed over: the new reader delivered the rest and holds inMu
+		}
+	}
+	c.inMu.Unlock()
 }

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chorus-rt/chorus/internal/protocol"
@@ -41,13 +42,16 @@ type Conn struct {
 	ackID     uint64
 	acks      map[uint64]chan *Message
 
-	// Incoming events wait here for the socket's handlers, which run one at a time in arrival order
-	// on a goroutine that exists only while there is work.
+	// Handlers run one at a time in arrival order: on the connection's reader when the socket is
+	// idle, and events that arrive while one runs wait here.
 	qmu     sync.Mutex
 	qcond   *sync.Cond
 	queue   []queued
-	running bool
+	running bool // a handler of this socket is running
 	closed  bool
+	// inline: a handler is running on the connection's reader. If it waits for a client ack, the
+	// reader is handed over (see EmitWithAck) so that the ack can be read.
+	inline atomic.Bool
 }
 
 type queued struct {
@@ -163,6 +167,11 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 	c.mu.Unlock()
 	p.ID, p.HasID = id, true
 	c.send(p)
+	if c.inline.CompareAndSwap(true, false) {
+		// This handler runs on the connection's reader, which must go on reading for the ack to
+		// arrive: hand the reading over to a new goroutine; later events queue behind this handler.
+		c.client.conn.ReleaseReader()
+	}
 	select {
 	case m, ok := <-ch:
 		if !ok {
@@ -206,22 +215,31 @@ func (c *Conn) onAck(id uint64, m *Message) {
 	}
 }
 
-// enqueue hands an event to the socket's handlers, waiting while the queue is full.
+// enqueue hands an event to the socket's handlers. When no handler of the socket is running, the
+// event runs at once on the caller, the connection's reader: no goroutine is started and no queue is
+// touched on the common path. Otherwise it waits in the queue (bounded: past maxQueued the reader
+// waits, which pushes back on the client) for the goroutine running the current handler.
 func (c *Conn) enqueue(q queued) {
 	c.qmu.Lock()
-	for len(c.queue) >= maxQueued && !c.closed {
-		c.qcond.Wait()
+	if c.running {
+		for len(c.queue) >= maxQueued && !c.closed {
+			c.qcond.Wait()
+		}
+		c.queue = append(c.queue, q)
+		c.qmu.Unlock()
+		return
 	}
-	c.queue = append(c.queue, q)
-	if !c.running {
-		c.running = true
-		go c.drain()
-	}
+	c.running = true
 	c.qmu.Unlock()
+	c.inline.Store(true)
+	c.dispatch(q)
+	c.inline.Store(false)
+	c.drain()
 }
 
-// drain runs queued events in order until the queue is empty. Events that arrived before a
-// disconnect still run (a publish sent just before a drop is not lost); their acks go nowhere.
+// drain runs the events queued behind a handler, in order, then marks the socket idle. Events that
+// arrived before a disconnect still run (a publish sent just before a drop is not lost); their acks go
+// nowhere.
 func (c *Conn) drain() {
 	for {
 		c.qmu.Lock()
@@ -234,7 +252,7 @@ func (c *Conn) drain() {
 		c.queue[0] = queued{}
 		c.queue = c.queue[1:]
 		if len(c.queue) == 0 {
-			c.queue = c.queue[:0:0]
+			c.queue = nil
 		}
 		c.qcond.Signal()
 		c.qmu.Unlock()

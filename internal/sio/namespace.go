@@ -125,24 +125,24 @@ func (n *Namespace) Emit(opts adapter.BroadcastOptions, event string, args ...an
 	return nil
 }
 
-// Deliver implements adapter.Namespace: p is encoded once and queued on every recipient.
+// Deliver implements adapter.Namespace: p is encoded once, queued on every recipient, and their
+// writes are scheduled together.
 func (n *Namespace) Deliver(p *protocol.Packet, ids []string, volatile bool) {
 	if len(ids) == 0 {
 		return
 	}
 	pkts := encodePacket(p)
+	conns := make([]*engine.Conn, 0, len(ids))
 	n.mu.RLock()
-	defer n.mu.RUnlock()
 	for _, id := range ids {
 		c, ok := n.sockets[id]
-		if !ok {
+		if !ok || (volatile && !c.client.conn.Writable()) {
 			continue
 		}
-		if volatile && !c.client.conn.Writable() {
-			continue
-		}
-		c.client.conn.Send(pkts...)
+		conns = append(conns, c.client.conn)
 	}
+	n.mu.RUnlock()
+	engine.Broadcast(conns, pkts)
 }
 
 // encodePacket turns p into its Engine.IO messages: the text header+payload, then each attachment.
