@@ -7,12 +7,16 @@ import (
 )
 
 // Memory is the single-node adapter: rooms live in this process only.
+//
+// A socket's own-id room is implicit: it is not stored in rooms, and a socket that has joined no
+// other room has a nil set in sids. Every socket has that room, so storing it would cost two maps
+// per connection for nothing.
 type Memory struct {
 	nsp Namespace
 
 	mu    sync.RWMutex
-	rooms map[string]map[string]struct{} // room → socket ids
-	sids  map[string]map[string]struct{} // socket id → rooms
+	rooms map[string]map[string]struct{} // room → socket ids (own-id rooms excluded)
+	sids  map[string]map[string]struct{} // socket id → rooms (own-id room excluded)
 }
 
 // NewMemory is a Factory for the in-memory adapter.
@@ -23,12 +27,18 @@ func NewMemory(nsp Namespace) Adapter {
 func (m *Memory) Join(id string, rooms ...string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	mine := m.sids[id]
-	if mine == nil {
-		mine = make(map[string]struct{}, len(rooms))
-		m.sids[id] = mine
+	mine, known := m.sids[id]
+	if !known {
+		m.sids[id] = nil
 	}
 	for _, r := range rooms {
+		if r == id {
+			continue
+		}
+		if mine == nil {
+			mine = make(map[string]struct{}, len(rooms))
+			m.sids[id] = mine
+		}
 		mine[r] = struct{}{}
 		members := m.rooms[r]
 		if members == nil {
@@ -69,8 +79,13 @@ func (m *Memory) LeaveAll(id string) {
 func (m *Memory) Rooms(id string) []string {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	out := make([]string, 0, len(m.sids[id]))
-	for r := range m.sids[id] {
+	mine, known := m.sids[id]
+	if !known {
+		return nil
+	}
+	out := make([]string, 0, 1+len(mine))
+	out = append(out, id)
+	for r := range mine {
 		out = append(out, r)
 	}
 	return out
@@ -86,6 +101,9 @@ func (m *Memory) Sockets(rooms []string) []string {
 func (m *Memory) selectLocked(rooms, except []string) []string {
 	excluded := func(id string) bool {
 		for _, r := range except {
+			if r == id {
+				return true
+			}
 			if _, ok := m.rooms[r][id]; ok {
 				return true
 			}
@@ -104,22 +122,31 @@ func (m *Memory) selectLocked(rooms, except []string) []string {
 	}
 	if len(rooms) == 1 {
 		members := m.rooms[rooms[0]]
-		out = make([]string, 0, len(members))
+		out = make([]string, 0, len(members)+1)
 		for id := range members {
 			if !excluded(id) {
 				out = append(out, id)
 			}
 		}
+		if _, isSocket := m.sids[rooms[0]]; isSocket && !excluded(rooms[0]) {
+			out = append(out, rooms[0])
+		}
 		return out
 	}
 	seen := make(map[string]struct{})
+	add := func(id string) {
+		if _, dup := seen[id]; dup || excluded(id) {
+			return
+		}
+		seen[id] = struct{}{}
+		out = append(out, id)
+	}
 	for _, r := range rooms {
 		for id := range m.rooms[r] {
-			if _, dup := seen[id]; dup || excluded(id) {
-				continue
-			}
-			seen[id] = struct{}{}
-			out = append(out, id)
+			add(id)
+		}
+		if _, isSocket := m.sids[r]; isSocket {
+			add(r)
 		}
 	}
 	return out
