@@ -73,7 +73,7 @@ func newConn(s *Server, id string, r *http.Request, transport string) *Conn {
 		transport: transport,
 		req: Request{
 			Query:      r.URL.Query(),
-			Header:     r.Header.Clone(),
+			Header:     r.Header, // not cloned: net/http never reuses a request's header map
 			RemoteAddr: r.RemoteAddr,
 			Host:       r.Host,
 			Secure:     r.TLS != nil,

@@ -3,6 +3,7 @@ package sio
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -17,7 +18,7 @@ type client struct {
 	conn *engine.Conn
 
 	mu      sync.Mutex
-	sockets map[string]*Conn // by namespace name
+	sockets []*Conn // one per namespace; a slice, as clients join one or a few
 	closed  bool
 
 	pending     *protocol.Packet // a binary packet waiting for its attachments
@@ -28,7 +29,9 @@ type client struct {
 }
 
 func newClient(s *Server, conn *engine.Conn) *client {
-	cl := &client{srv: s, conn: conn, sockets: make(map[string]*Conn)}
+	cl := &client{srv: s, conn: conn}
+	cl.mu.Lock() // the timer may fire before newClient returns
+	defer cl.mu.Unlock()
 	cl.connectTimer = time.AfterFunc(s.opts.ConnectTimeout, func() {
 		cl.mu.Lock()
 		idle := len(cl.sockets) == 0
@@ -90,9 +93,7 @@ func (cl *client) fail(err error) {
 }
 
 func (cl *client) onPacket(p *protocol.Packet) {
-	cl.mu.Lock()
-	c := cl.sockets[p.Nsp]
-	cl.mu.Unlock()
+	c := cl.socket(p.Nsp)
 	switch {
 	case p.Type == protocol.Connect && c == nil:
 		cl.connect(p)
@@ -163,9 +164,9 @@ func (cl *client) connect(p *protocol.Packet) {
 		cl.mu.Unlock()
 		return
 	}
-	cl.sockets[n.name] = c
+	cl.sockets = append(cl.sockets, c)
 	cl.mu.Unlock()
-	cl.connectTimer.Stop()
+	cl.stopConnectTimer()
 	n.add(c)
 	data, _ := json.Marshal(struct {
 		SID string `json:"sid"`
@@ -193,14 +194,38 @@ func (cl *client) connectError(nsp string, e *Error) {
 	cl.conn.Send(encodePacket(p)...)
 }
 
+// stopConnectTimer stops the connect timeout and lets the timer go (it would stay with the
+// connection for its whole life otherwise).
+func (cl *client) stopConnectTimer() {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.connectTimer != nil {
+		cl.connectTimer.Stop()
+		cl.connectTimer = nil
+	}
+}
+
+// socket returns the client's socket in namespace nsp, if any.
+func (cl *client) socket(nsp string) *Conn {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	for _, c := range cl.sockets {
+		if c.nsp.name == nsp {
+			return c
+		}
+	}
+	return nil
+}
+
 // detach removes c from the client; it reports whether c was still attached.
 func (cl *client) detach(c *Conn) bool {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
-	if cl.sockets[c.nsp.name] != c {
+	i := slices.Index(cl.sockets, c)
+	if i < 0 {
 		return false
 	}
-	delete(cl.sockets, c.nsp.name)
+	cl.sockets = slices.Delete(cl.sockets, i, i+1)
 	return true
 }
 
@@ -215,7 +240,7 @@ func (cl *client) OnUpgrade(transport string) {
 }
 
 func (cl *client) OnClose(reason string) {
-	cl.connectTimer.Stop()
+	cl.stopConnectTimer()
 	cl.mu.Lock()
 	cl.closed = true
 	sockets := cl.sockets

@@ -45,7 +45,7 @@ type Conn struct {
 	// Handlers run one at a time in arrival order: on the connection's reader when the socket is
 	// idle, and events that arrive while one runs wait here.
 	qmu     sync.Mutex
-	qcond   *sync.Cond
+	qcond   *sync.Cond // created when the queue is first full
 	queue   []queued
 	running bool // a handler of this socket is running
 	closed  bool
@@ -63,7 +63,6 @@ type queued struct {
 
 func newConn(id string, n *Namespace, cl *client, h *Handshake) *Conn {
 	c := &Conn{id: id, nsp: n, client: cl, handshake: h, connected: true}
-	c.qcond = sync.NewCond(&c.qmu)
 	return c
 }
 
@@ -223,6 +222,9 @@ func (c *Conn) enqueue(q queued) {
 	c.qmu.Lock()
 	if c.running {
 		for len(c.queue) >= maxQueued && !c.closed {
+			if c.qcond == nil {
+				c.qcond = sync.NewCond(&c.qmu)
+			}
 			c.qcond.Wait()
 		}
 		c.queue = append(c.queue, q)
@@ -254,7 +256,9 @@ func (c *Conn) drain() {
 		if len(c.queue) == 0 {
 			c.queue = nil
 		}
-		c.qcond.Signal()
+		if c.qcond != nil {
+			c.qcond.Signal()
+		}
 		c.qmu.Unlock()
 		c.dispatch(q)
 	}
@@ -329,7 +333,9 @@ func (c *Conn) onClose(reason string) {
 	}
 	c.qmu.Lock()
 	c.closed = true
-	c.qcond.Broadcast()
+	if c.qcond != nil {
+		c.qcond.Broadcast()
+	}
 	c.qmu.Unlock()
 	c.nsp.remove(c)
 	for _, f := range c.nsp.onDisconnect {
