@@ -43,7 +43,7 @@ conformance:
 ## bench: chorus vs Node socket.io vs a bare WebSocket server, side by side, each on one core
 ## (tests/bench/README.md; about 15 minutes; BENCH_FLAGS=-quick for a 2–3 minute smoke run)
 bench: node_modules build
-	CHORUS_BIN=$(BIN) tests/bench/run.sh $(BENCH_FLAGS)
+	CHORUS_BIN=$(BIN) BENCH_CHORUS_VERSION=$(VERSION) tests/bench/run.sh $(BENCH_FLAGS)
 
 clean:
 	rm -f $(BIN) conformance-server

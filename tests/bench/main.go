@@ -8,6 +8,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -256,7 +257,7 @@ func (b *bench) writeReport(w io.Writer, took time.Duration) {
 		p.Rounds, took.Round(time.Second))
 	fmt.Fprintf(w, "- command: `%s`\n\n", strings.Join(append([]string{"tests/bench"}, os.Args[1:]...), " "))
 	b.res.writeTable(w, figures(p))
-	fmt.Fprintln(w, "\nWho had the cores (a throughput figure measures the server only if its core was near 100 % busy with it):")
+	fmt.Fprintln(w, "\nWho had the cores (a throughput figure measures the server only if its core was near 100 % busy with it:")
 	fmt.Fprintln(w)
 	b.res.writeTable(w, loadFigures())
 	fmt.Fprintln(w)
@@ -291,7 +292,11 @@ func machine() string {
 
 func versions(cfg config) string {
 	node, _ := exec.Command(cfg.nodeBin, "--version").Output()
-	chorus, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+	chorus := os.Getenv("BENCH_CHORUS_VERSION") // make bench passes the version it built
+	if chorus == "" {
+		out, _ := exec.Command("git", "describe", "--always", "--dirty").Output()
+		chorus = cmp.Or(strings.TrimSpace(string(out)), "unknown")
+	}
 	return fmt.Sprintf("Go %s, Node %s, socket.io 4.8.4, chorus %s",
-		strings.TrimPrefix(runtime.Version(), "go"), strings.TrimSpace(string(node)), strings.TrimSpace(string(chorus)))
+		strings.TrimPrefix(runtime.Version(), "go"), strings.TrimSpace(string(node)), chorus)
 }

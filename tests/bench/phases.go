@@ -105,19 +105,20 @@ func (b *bench) group(ctx context.Context, t target, name string, fn func(ctx co
 	return nil
 }
 
-// meter measures an interval: the server's CPU time, the generator's own, and how busy the two
-// cores were with everything else (other processes on a shared machine).
+// meter measures an interval: the server's CPU time, the generator's own, and how much of the
+// server's core went to anything else (other processes on a shared machine).
 type meter struct {
-	s     *server
-	cores [2]int // the server's and the generator's core; -1 when not pinned to one
-	start sample
+	s          *server
+	serverCore int // -1 when the server is not pinned to one core
+	start      sample
 }
 
 // sample is what the meter reads at each end of the interval.
 type sample struct {
 	at          time.Time
-	server, gen float64    // CPU seconds
-	busy        [2]float64 // CPU seconds of the two cores; -1 when unknown
+	server, gen float64 // CPU seconds
+	core        float64 // busy seconds of the server's core
+	coreOK      bool
 }
 
 // reading is what a meter measured.
@@ -125,13 +126,13 @@ type reading struct {
 	elapsed   float64 // seconds
 	serverCPU float64 // seconds
 	genCPU    float64 // seconds
-	// serverOthers and genOthers are the percentage of the server's and the generator's core used
-	// by other processes; negative when unknown.
-	serverOthers, genOthers float64
+	// others is the percentage of the server's core used by anything but the server: other
+	// processes, and kernel work done outside the server's context; negative when unknown.
+	others float64
 }
 
 func (b *bench) startMeter(s *server) (meter, error) {
-	m := meter{s: s, cores: [2]int{singleCPU(b.cfg.serverCPU), singleCPU(b.cfg.genCPU)}}
+	m := meter{s: s, serverCore: singleCPU(b.cfg.serverCPU)}
 	var err error
 	m.start, err = m.sample()
 	return m, err
@@ -142,24 +143,17 @@ func (m meter) sample() (sample, error) {
 	var err1, err2 error
 	now.server, err1 = m.s.cpuSeconds()
 	now.gen, err2 = procCPU("self")
-	for i, core := range m.cores {
-		now.busy[i] = coreBusy(core)
-	}
+	now.core, now.coreOK = coreBusy(m.serverCore)
 	return now, errors.Join(err1, err2)
 }
 
 // read returns what was measured since the meter started.
 func (m meter) read() (reading, error) {
 	end, err := m.sample()
-	r := reading{elapsed: end.at.Sub(m.start.at).Seconds(), serverCPU: end.server - m.start.server, genCPU: end.gen - m.start.gen}
-	others := func(i int, own float64) float64 {
-		if end.busy[i] < 0 || m.start.busy[i] < 0 {
-			return -1
-		}
-		return max(0, (end.busy[i]-m.start.busy[i]-own)/r.elapsed*100)
+	r := reading{elapsed: end.at.Sub(m.start.at).Seconds(), serverCPU: end.server - m.start.server, genCPU: end.gen - m.start.gen, others: -1}
+	if end.coreOK && m.start.coreOK {
+		r.others = max(0, (end.core-m.start.core-r.serverCPU)/r.elapsed*100)
 	}
-	r.serverOthers = others(0, r.serverCPU)
-	r.genOthers = others(1, r.genCPU)
 	return r, err
 }
 
@@ -201,7 +195,7 @@ func (b *bench) connectPhase(ctx context.Context, t target, s *server, g *loadge
 	rate, cpu := float64(p.ConnN)/r.elapsed, r.serverCPU/float64(p.ConnN)*1e6
 	b.res.add(figConnRate, t.name, rate)
 	b.res.add(figConnCPU, t.name, cpu)
-	b.addLoad(figConnBusy, figConnOthers, t, r)
+	b.addLoad(connLoad, t, r)
 	progress("    %d connections in %.2fs: %.0f/s, %.0f µs CPU each; %s", p.ConnN, r.elapsed, rate, cpu, r)
 
 	idle := func(fig figKey, n int) error {
@@ -252,17 +246,28 @@ func (b *bench) connectPhase(ctx context.Context, t target, s *server, g *loadge
 	return nil
 }
 
-// addLoad records how busy the server's core was with the server and with other processes.
-func (b *bench) addLoad(busy, others figKey, t target, r reading) {
-	b.res.add(busy, t.name, r.serverCPU/r.elapsed*100)
-	if r.serverOthers >= 0 {
-		b.res.add(others, t.name, r.serverOthers)
+// load names the figures of who had the cores during one measurement.
+type load struct{ server, others, gen figKey }
+
+var (
+	connLoad = load{figConnBusy, figConnOthers, figConnGenBusy}
+	echoLoad = load{figEchoBusy, figEchoOthers, figEchoGenBusy}
+	fanLoad  = load{figFanHighBusy, figFanHighOthers, figFanHighGenBusy}
+)
+
+// addLoad records how the server's core was shared between the server and everything else, and
+// how busy the generator was.
+func (b *bench) addLoad(l load, t target, r reading) {
+	b.res.add(l.server, t.name, r.serverCPU/r.elapsed*100)
+	b.res.add(l.gen, t.name, r.genCPU/r.elapsed*100)
+	if r.others >= 0 {
+		b.res.add(l.others, t.name, r.others)
 	}
 }
 
 func (r reading) String() string {
-	return fmt.Sprintf("server core %.0f%% (others %.0f%%), generator core %.0f%% (others %.0f%%)",
-		r.serverCPU/r.elapsed*100, r.serverOthers, r.genCPU/r.elapsed*100, r.genOthers)
+	return fmt.Sprintf("server core: server %.0f%%, others %.0f%%; generator core: generator %.0f%%",
+		r.serverCPU/r.elapsed*100, r.others, r.genCPU/r.elapsed*100)
 }
 
 // echoPhase: ack latency at a fixed total rate, then the closed-loop ack throughput.
@@ -338,8 +343,7 @@ func (b *bench) measureLoop(ctx context.Context, t target, s *server, st *loadge
 	}
 	b.res.add(figEchoMax, t.name, acks/r.elapsed)
 	b.res.add(figEchoCPU, t.name, r.serverCPU/acks*1e6)
-	b.res.add(figEchoGenBusy, t.name, r.genCPU/r.elapsed*100)
-	b.addLoad(figEchoBusy, figEchoOthers, t, r)
+	b.addLoad(echoLoad, t, r)
 	progress("    closed loop ×%d: %.0f acks/s, %.1f µs server CPU each; %s", b.plan.EchoWindow, acks/r.elapsed, r.serverCPU/acks*1e6, r)
 	return nil
 }
@@ -379,7 +383,7 @@ func (b *bench) checkAcks(ctx context.Context, t target, phase string, g *loadge
 type fanRate struct {
 	rate                           int
 	delivered, p50, p99, cpu, lost figKey
-	busy, others, gen              figKey // "" when not recorded
+	load                           *load // nil when not recorded
 }
 
 // fanoutPhase: FanMembers sockets in one room, one publisher at a low and a high rate.
@@ -400,8 +404,7 @@ func (b *bench) fanoutPhase(ctx context.Context, t target, s *server, g *loadgen
 	seq := int64(0)
 	for _, fr := range []fanRate{
 		{rate: p.FanLow, delivered: figFanLowRate, p50: figFanLowP50, p99: figFanLowP99, cpu: figFanLowCPU, lost: figFanLowLost},
-		{rate: p.FanHigh, delivered: figFanHighRate, p50: figFanHighP50, p99: figFanHighP99, cpu: figFanHighCPU, lost: figFanHighLost,
-			busy: figFanHighBusy, others: figFanHighOthers, gen: figFanHighGenBusy},
+		{rate: p.FanHigh, delivered: figFanHighRate, p50: figFanHighP50, p99: figFanHighP99, cpu: figFanHighCPU, lost: figFanHighLost, load: &fanLoad},
 	} {
 		if err := b.fanout(ctx, t, s, g, pub, room, len(members), fr, &seq); err != nil {
 			return err
@@ -470,9 +473,8 @@ func (b *bench) fanout(ctx context.Context, t target, s *server, g *loadgen.Gene
 		b.res.note(t.name, fmt.Sprintf("round %d fan-out at %d/s: %d deliveries out of order", b.round, fr.rate, ooo))
 	}
 	b.res.addTo(figOutOfOrder, t.name, float64(st.OutOfOrder.Load()))
-	if fr.busy != "" {
-		b.addLoad(fr.busy, fr.others, t, r)
-		b.res.add(fr.gen, t.name, r.genCPU/r.elapsed*100)
+	if fr.load != nil {
+		b.addLoad(*fr.load, t, r)
 	}
 	progress("    fan-out %d/s × %d: %.0f delivered/s, p50 %.2f ms, p99 %.2f ms, %.2f µs CPU each, missing %.0f; %s",
 		fr.rate, members, delivered, p50, p99, cpu, missing, r)

@@ -174,35 +174,38 @@ func procRSS(pid string) (float64, error) {
 	return 0, fmt.Errorf("no VmRSS in /proc/%s/status", pid)
 }
 
-// coreBusy is the CPU time, in seconds, core has spent on anything but idling, from /proc/stat;
-// -1 when unknown.
-func coreBusy(core int) float64 {
+// coreBusy returns the time, in seconds, core has spent on anything but idling, from /proc/stat;
+// ok is false when unknown.
+func coreBusy(core int) (busy float64, ok bool) {
 	if core < 0 {
-		return -1
+		return 0, false
 	}
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return -1
+		return 0, false
 	}
 	prefix := "cpu" + strconv.Itoa(core) + " "
 	for line := range strings.Lines(string(data)) {
-		rest, ok := strings.CutPrefix(line, prefix)
-		if !ok {
+		rest, found := strings.CutPrefix(line, prefix)
+		if !found {
 			continue
 		}
 		// user nice system idle iowait irq softirq steal …
 		f := strings.Fields(rest)
-		var busy uint64
-		for i, v := range f[:min(len(f), 8)] {
+		if len(f) < 8 {
+			return 0, false
+		}
+		var ticks uint64
+		for i, v := range f[:8] {
 			if i == 3 || i == 4 {
 				continue // idle, iowait
 			}
 			n, _ := strconv.ParseUint(v, 10, 64)
-			busy += n
+			ticks += n
 		}
-		return float64(busy) / clockTicks
+		return float64(ticks) / clockTicks, true
 	}
-	return -1
+	return 0, false
 }
 
 // singleCPU returns the CPU number of a taskset list naming exactly one CPU, or -1.
