@@ -220,22 +220,26 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, transport string) 
 	// The open packet is queued first, before OnOpen can Send: appended after OnOpen, it came after
 	// any message OnOpen sent, and the client's first packet was not the handshake.
 	c.out = append(c.out, frame{typ: typeOpen, data: openPacket(c.id, s.upgradesFor(transport), s.opts)})
-	s.mu.Lock()
-	s.conns[c.id] = c
-	s.mu.Unlock()
-	// The session is visible to Server.Close (a drain) from here on, and Close runs OnClose under
-	// inMu: holding inMu until the Handler is set makes that OnClose wait for it. Without it, a
-	// drain reaching a session whose OnOpen was still running called OnClose on a nil Handler and
-	// crashed the process.
-	c.inMu.Lock()
-	c.handler = s.opts.OnOpen(c)
-	c.inMu.Unlock()
+	s.register(c)
 
 	c.mu.Lock()
 	c.schedulePingLocked()
 	c.mu.Unlock()
 	s.log.Debug("engine open", "conn", c.id, "transport", transport, "remote", r.RemoteAddr)
 	return c
+}
+
+// register makes c visible to lookups and to Close, and sets its Handler. Close runs OnClose under
+// inMu, so inMu is taken before c is visible and held until the Handler is set: a drain reaching a
+// session whose OnOpen is still running then waits for it instead of calling OnClose on a nil
+// Handler (which crashed the process).
+func (s *Server) register(c *Conn) {
+	c.inMu.Lock()
+	defer c.inMu.Unlock()
+	s.mu.Lock()
+	s.conns[c.id] = c
+	s.mu.Unlock()
+	c.handler = s.opts.OnOpen(c)
 }
 
 func (s *Server) upgradesFor(transport string) []string {

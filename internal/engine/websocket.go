@@ -197,12 +197,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 		c = newConn(s, newSID(), r, WebSocket)
 		// Queued before OnOpen can Send, as in Server.open.
 		c.out = append(c.out, frame{typ: typeOpen, data: openPacket(c.id, []string{}, s.opts)})
-		s.mu.Lock()
-		s.conns[c.id] = c
-		s.mu.Unlock()
-		c.inMu.Lock() // see Server.open: a concurrent Close's OnClose waits for the Handler
-		c.handler = s.opts.OnOpen(c)
-		c.inMu.Unlock()
+		s.register(c)
 		c.mu.Lock()
 		c.ws = wc
 		c.restart = func() { s.readWebSocket(c, wc) }
