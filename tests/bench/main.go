@@ -257,7 +257,7 @@ func (b *bench) writeReport(w io.Writer, took time.Duration) {
 		p.Rounds, took.Round(time.Second))
 	fmt.Fprintf(w, "- command: `%s`\n\n", strings.Join(append([]string{"tests/bench"}, os.Args[1:]...), " "))
 	b.res.writeTable(w, figures(p))
-	fmt.Fprintln(w, "\nWho had the cores (a throughput figure measures the server only if its core was near 100 % busy with it:")
+	fmt.Fprintln(w, "\nWho had the cores (a throughput figure measures the server only if its core was near 100 % busy with it):")
 	fmt.Fprintln(w)
 	b.res.writeTable(w, loadFigures())
 	fmt.Fprintln(w)
