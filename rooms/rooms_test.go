@@ -1,0 +1,104 @@
+package rooms_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/chorus-rt/chorus/rooms"
+)
+
+func TestMatch(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, pattern, s string
+		want             bool
+	}{
+		{"exact", "lobby", "lobby", true},
+		{"exact mismatch", "lobby", "lobby2", false},
+		{"prefix star", "team-*", "team-a", true},
+		{"star matches empty", "team-*", "team-", true},
+		{"star matches slash", "/tenant-*", "/tenant-a/b", true},
+		{"prefix mismatch", "team-*", "teams", false},
+		{"suffix star", "*-log", "audit-log", true},
+		{"middle star", "a*z", "abcz", true},
+		{"middle star mismatch", "a*z", "abcy", false},
+		{"two stars backtrack", "*a*b", "xaxxab", true},
+		{"only star", "*", "", true},
+		{"empty pattern", "", "", true},
+		{"empty pattern, text", "", "x", false},
+	}
+	for _, tc := range tests {
+		if got := rooms.Match(tc.pattern, tc.s); got != tc.want {
+			t.Errorf("%s: Match(%q, %q) = %v, want %v", tc.name, tc.pattern, tc.s, got, tc.want)
+		}
+	}
+}
+
+func TestPolicy(t *testing.T) {
+	t.Parallel()
+	open := rooms.Policy{}
+	closed := rooms.Policy{Join: []string{}, Publish: []string{}}
+	some := rooms.Policy{Join: []string{"lobby", "team-*"}, Publish: []string{"team-*"}}
+	tests := []struct {
+		name          string
+		p             rooms.Policy
+		room          string
+		join, publish bool
+	}{
+		{"nil lists allow all", open, "anything", true, true},
+		{"empty lists allow none", closed, "anything", false, false},
+		{"exact join only", some, "lobby", true, false},
+		{"pattern both", some, "team-x", true, true},
+		{"neither", some, "other", false, false},
+	}
+	for _, tc := range tests {
+		if got := tc.p.CanJoin(tc.room); got != tc.join {
+			t.Errorf("%s: CanJoin(%q) = %v", tc.name, tc.room, got)
+		}
+		if got := tc.p.CanPublish(tc.room); got != tc.publish {
+			t.Errorf("%s: CanPublish(%q) = %v", tc.name, tc.room, got)
+		}
+	}
+}
+
+func TestValidateName(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		room string
+		ok   bool
+	}{{"", false}, {"a", true}, {strings.Repeat("x", 128), true}, {strings.Repeat("x", 129), false}, {strings.Repeat("é", 64), true}, {strings.Repeat("é", 64) + "x", false}} {
+		if err := rooms.ValidateName(tc.room); (err == nil) != tc.ok {
+			t.Errorf("ValidateName(%d bytes) = %v", len(tc.room), err)
+		}
+	}
+}
+
+// FuzzMatch checks Match against a simple recursive definition.
+func FuzzMatch(f *testing.F) {
+	for _, s := range [][2]string{{"team-*", "team-a"}, {"*a*b", "xaxxab"}, {"a*", "b"}, {"**", ""}} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, pattern, s string) {
+		if len(pattern) > 16 || len(s) > 32 {
+			return
+		}
+		if got, want := rooms.Match(pattern, s), naive(pattern, s); got != want {
+			t.Fatalf("Match(%q, %q) = %v, want %v", pattern, s, got, want)
+		}
+	})
+}
+
+func naive(p, s string) bool {
+	if p == "" {
+		return s == ""
+	}
+	if p[0] == '*' {
+		for i := 0; i <= len(s); i++ {
+			if naive(p[1:], s[i:]) {
+				return true
+			}
+		}
+		return false
+	}
+	return s != "" && p[0] == s[0] && naive(p[1:], s[1:])
+}
