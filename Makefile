@@ -4,7 +4,7 @@ BIN     ?= ./chorus
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/chorus-rt/chorus/internal/app.Version=$(VERSION)
 
-.PHONY: run build deps test test-go test-e2e check-fmt vet conformance bench clean
+.PHONY: run build deps test test-go test-e2e check-fmt vet conformance bench load clean
 
 ## run: install the front-end packages if missing, build, and run chorus on :3000
 run: node_modules build
@@ -44,6 +44,11 @@ conformance:
 ## (tests/bench/README.md; about 15 minutes; BENCH_FLAGS=-quick for a 2–3 minute smoke run)
 bench: node_modules build
 	CHORUS_BIN=$(BIN) BENCH_CHORUS_VERSION=$(VERSION) tests/bench/run.sh $(BENCH_FLAGS)
+
+## load: artillery scenarios (connect + publish, HTTP fan-out, reconnect storm) against a freshly
+## built chorus, each bounded; prints artillery's summaries and PASS/FAIL (tests/load/README.md; ~3 min)
+load:
+	tests/load/run.sh
 
 clean:
 	rm -f $(BIN) conformance-server
