@@ -26,8 +26,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/chorus-rt/chorus/tests/bench/loadgen"
 )
 
 func main() {
@@ -57,8 +55,6 @@ type config struct {
 	dialConc   int
 }
 
-var allPhases = []string{"connect", "echo", "fanout"}
-
 func parseFlags(args []string) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
@@ -75,7 +71,7 @@ func parseFlags(args []string) (config, error) {
 	only := fs.String("only", "bare,node,chorus", "servers to measure, comma-separated")
 	fs.IntVar(&cfg.dialConc, "dial-concurrency", 0, "handshakes in flight while opening connections (default 64)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write the load generator's CPU profile to this file")
-	phases := fs.String("phases", strings.Join(allPhases, ","), "phase groups to run, comma-separated")
+	phases := fs.String("phases", strings.Join(phaseGroups, ","), "phase groups to run, comma-separated")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -88,7 +84,7 @@ func parseFlags(args []string) (config, error) {
 		}
 	}
 	for _, p := range cfg.phases {
-		if !slices.Contains(allPhases, p) {
+		if !slices.Contains(phaseGroups, p) {
 			errs = append(errs, fmt.Errorf("-phases: unknown phase group %q", p))
 		}
 	}
@@ -198,17 +194,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		progress("report written to %s", cfg.out)
 	}
 	return nil
-}
-
-func (b *bench) phase(name string, t target) func(context.Context, *server, *loadgen.Generator) error {
-	switch name {
-	case "connect":
-		return func(ctx context.Context, s *server, g *loadgen.Generator) error { return b.connectPhase(ctx, t, s, g) }
-	case "echo":
-		return func(ctx context.Context, s *server, g *loadgen.Generator) error { return b.echoPhase(ctx, t, s, g) }
-	default:
-		return func(ctx context.Context, s *server, g *loadgen.Generator) error { return b.fanoutPhase(ctx, t, s, g) }
-	}
 }
 
 // checkFileLimit makes sure this process and the servers it starts may open enough sockets.

@@ -46,6 +46,7 @@ type Conn struct {
 	inflight atomic.Int32
 	sentAt   [ackRing]atomic.Int64 // generator clock at which request id%ackRing was sent
 	closing  atomic.Bool
+	done     chan struct{} // closed when the reader has ended
 }
 
 // SID is the Socket.IO socket id the server gave the connection.
@@ -80,7 +81,8 @@ func (g *Generator) handshake(ctx context.Context, nc net.Conn) (*Conn, error) {
 		src = &prefixReader{pre: bytes.Clone(pre), r: nc}
 		ws.PutReader(hbr)
 	}
-	c := &Conn{g: g, nc: nc, br: bufio.NewReaderSize(src, g.cfg.ReadBuffer), lastSeq: -1, mask: uint32(time.Now().UnixNano()) | 1}
+	c := &Conn{g: g, nc: nc, br: bufio.NewReaderSize(src, g.cfg.ReadBuffer), lastSeq: -1, mask: uint32(time.Now().UnixNano()) | 1,
+		done: make(chan struct{})}
 
 	op, msg, err := c.readFrame()
 	if err != nil {
@@ -126,6 +128,7 @@ func (c *Conn) Close() {
 }
 
 func (c *Conn) readLoop() {
+	defer close(c.done)
 	defer c.g.forget(c)
 	defer c.nc.Close()
 	for {

@@ -51,9 +51,8 @@ type Generator struct {
 	loopRoom atomic.Pointer[string]
 
 	mu     sync.Mutex
-	conns  map[*Conn]struct{}
+	conns  map[*Conn]struct{} // open connections; a reader removes its own when it ends
 	closed bool
-	wg     sync.WaitGroup // the readers
 }
 
 // New returns a generator for cfg. It opens nothing yet.
@@ -115,7 +114,6 @@ func (g *Generator) Dial(ctx context.Context) (*Conn, error) {
 		return nil, errors.New("generator closed")
 	}
 	g.conns[c] = struct{}{}
-	g.wg.Add(1)
 	g.mu.Unlock()
 	go c.readLoop()
 	return c, nil
@@ -158,6 +156,21 @@ func (g *Generator) DialMany(ctx context.Context, n, concurrency int) ([]*Conn, 
 	return conns, nil
 }
 
+// Close closes conns and waits, at most until ctx is done, for their readers to end.
+func (g *Generator) Close(ctx context.Context, conns []*Conn) error {
+	for _, c := range conns {
+		c.Close()
+	}
+	for i, c := range conns {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return fmt.Errorf("%d connection readers still running: %w", len(conns)-i, ctx.Err())
+		}
+	}
+	return nil
+}
+
 // CloseAll closes every connection and waits, at most until ctx is done, for their readers to end.
 // The generator accepts no more connections afterwards.
 func (g *Generator) CloseAll(ctx context.Context) error {
@@ -168,20 +181,7 @@ func (g *Generator) CloseAll(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	g.mu.Unlock()
-	for _, c := range conns {
-		c.Close()
-	}
-	done := make(chan struct{})
-	go func() {
-		g.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("connection readers still running: %w", ctx.Err())
-	}
+	return g.Close(ctx, conns)
 }
 
 // Open is how many connections are open.
@@ -195,7 +195,6 @@ func (g *Generator) forget(c *Conn) {
 	g.mu.Lock()
 	delete(g.conns, c)
 	g.mu.Unlock()
-	g.wg.Done()
 }
 
 // StartLoop switches to closed-loop requests: every connection in conns sends window join requests
