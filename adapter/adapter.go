@@ -1,9 +1,12 @@
-// Package adapter keeps room membership for a namespace and routes broadcasts to its sockets. Memory
-// is the single-node adapter; a cluster adapter (Redis) wraps the same contract and also forwards
-// broadcasts to the other nodes.
 package adapter
 
-import "github.com/chorus-rt/chorus/internal/protocol"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/chorus-rt/chorus/internal/protocol"
+)
 
 // BroadcastOptions selects the recipients of a broadcast.
 type BroadcastOptions struct {
@@ -25,6 +28,94 @@ type Namespace interface {
 	// Deliver sends p to the local sockets with the given ids; ids of sockets that are gone are
 	// skipped. It is called on the broadcaster's goroutine and must not block on slow sockets.
 	Deliver(p *protocol.Packet, ids []string, volatile bool)
+
+	// The methods below carry out cluster operations on this node's sockets. The adapter selects
+	// the ids (under its own lock, released before the call) and calls them on the goroutine of the
+	// operation: the caller's for a local one, the adapter's receiving goroutine for one from
+	// another node. None of them may block on a slow socket. Ids of sockets that are gone are
+	// skipped.
+
+	// DeliverWithAck sends p to each of the sockets ids with an ack id of its own and calls onAck
+	// with the first argument of every ack that arrives before ctx is done, one call at a time, from
+	// a goroutine of the namespace's. It returns the number of sockets p was sent to.
+	DeliverWithAck(ctx context.Context, p *protocol.Packet, ids []string, onAck func(Value)) int
+	// DescribeLocal returns the sockets ids as FetchSockets reports them.
+	DescribeLocal(ids []string) []SocketInfo
+	// JoinLocal adds the sockets ids to rooms.
+	JoinLocal(ids, rooms []string)
+	// LeaveLocal removes the sockets ids from rooms.
+	LeaveLocal(ids, rooms []string)
+	// DisconnectLocal disconnects the sockets ids from the namespace; with closeConn their whole
+	// connections are closed.
+	DisconnectLocal(ids []string, closeConn bool)
+	// OnServerSideEmit hands the namespace an event another node sent with ServerSideEmit; args
+	// are its arguments as JSON. ack is nil when the sender expects no answer; otherwise the
+	// namespace calls it at most once, from any goroutine, with its answer.
+	OnServerSideEmit(event string, args []json.RawMessage, ack func(reply json.RawMessage))
+}
+
+// Value is one value as it travels between nodes: JSON in which binary parts are Socket.IO
+// placeholders {"_placeholder":true,"num":i} pointing into Attachments.
+type Value struct {
+	JSON        json.RawMessage
+	Attachments [][]byte
+}
+
+// SocketInfo is a socket as FetchSockets reports it, whichever node it lives on. Its JSON form is
+// an entry of @socket.io/redis-adapter's REMOTE_FETCH response.
+type SocketInfo struct {
+	ID string `json:"id"`
+	// Handshake is the socket's handshake as Node's socket.handshake has it: headers, time,
+	// address, xdomain, secure, issued, url, query, auth.
+	Handshake json.RawMessage `json:"handshake"`
+	// Rooms includes the socket's own-id room.
+	Rooms []string `json:"rooms"`
+	// Data is the socket's data (socket.data in Node); {} when nothing was set.
+	Data json.RawMessage `json:"data"`
+}
+
+// BroadcastAcks is what BroadcastWithAck collected.
+type BroadcastAcks struct {
+	// Acks holds the first argument of every recipient's ack, in the order they arrived.
+	Acks []Value
+	// Clients is the number of recipients, summed over the nodes that reported theirs.
+	Clients int
+	// Servers is the number of nodes that were expected to report; Reported, those that did.
+	Servers, Reported int
+}
+
+// Errors of cluster operations. Both come with whatever results did arrive.
+var (
+	// ErrTimeout: some node did not answer before the context or the request timeout ended.
+	ErrTimeout = errors.New("adapter: not every node answered in time")
+	// ErrUnavailable: the cluster could not be reached; the results are this node's only.
+	ErrUnavailable = errors.New("adapter: cluster unreachable")
+)
+
+// Cluster is what an adapter offers beyond this node: operations on the sockets of every node that
+// serves the namespace. Memory implements it for a single node. Each method may be called from any
+// goroutine; a context ends the wait for other nodes (the Redis adapter also stops at its request
+// timeout), and results that arrived by then are returned with ErrTimeout. With opts.Local set, only
+// this node's sockets are concerned.
+type Cluster interface {
+	// ServerCount returns the number of nodes serving the namespace, this one included.
+	ServerCount(ctx context.Context) (int, error)
+	// FetchSockets returns the sockets opts selects, on every node.
+	FetchSockets(ctx context.Context, opts BroadcastOptions) ([]SocketInfo, error)
+	// SocketsJoin makes the sockets opts selects, on every node, join rooms. Other nodes apply it
+	// when the request reaches them: there is no answer to wait for.
+	SocketsJoin(ctx context.Context, opts BroadcastOptions, rooms []string) error
+	// SocketsLeave makes the sockets opts selects, on every node, leave rooms (no answer either).
+	SocketsLeave(ctx context.Context, opts BroadcastOptions, rooms []string) error
+	// DisconnectSockets disconnects the sockets opts selects, on every node (no answer either).
+	DisconnectSockets(ctx context.Context, opts BroadcastOptions, closeConn bool) error
+	// ServerSideEmit sends event with args (JSON) to the namespace on every other node.
+	ServerSideEmit(ctx context.Context, event string, args []json.RawMessage) error
+	// ServerSideEmitWithAck does the same and returns one answer per other node.
+	ServerSideEmitWithAck(ctx context.Context, event string, args []json.RawMessage) ([]json.RawMessage, error)
+	// BroadcastWithAck delivers p like Broadcast, each recipient asked for an ack, and collects the
+	// acks until every recipient on every node has answered.
+	BroadcastWithAck(ctx context.Context, p *protocol.Packet, opts BroadcastOptions) (BroadcastAcks, error)
 }
 
 // Adapter keeps one namespace's rooms. Its methods are called from many goroutines at once: from each
@@ -45,6 +136,8 @@ type Adapter interface {
 	Broadcast(p *protocol.Packet, opts BroadcastOptions)
 	// Close releases the adapter's resources; the namespace calls it last.
 	Close() error
+	// Cluster operations (see Cluster).
+	Cluster
 }
 
 // Factory creates the adapter of a namespace when the namespace is created.

@@ -8,7 +8,10 @@ import (
 	"github.com/chorus-rt/chorus/internal/protocol"
 )
 
-type recorder struct{ got []string }
+type recorder struct {
+	nopLocal
+	got []string
+}
 
 func (r *recorder) Name() string { return "/" }
 func (r *recorder) Deliver(p *protocol.Packet, ids []string, volatile bool) {

@@ -31,6 +31,7 @@ type Namespace struct {
 	handlers     map[string]handlerFunc
 	onConnect    []func(*Conn)
 	onDisconnect []func(*Conn, string)
+	serverSide   serverSide // handlers of events from other nodes (cluster.go)
 
 	mu      sync.RWMutex
 	sockets map[string]*Conn

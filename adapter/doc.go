@@ -1,0 +1,86 @@
+// Package adapter keeps room membership for a namespace and routes broadcasts to its sockets. Memory
+// is the single-node adapter; Redis connects chorus to a cluster of Socket.IO servers and also
+// forwards broadcasts and cluster operations to the other nodes.
+//
+// # The Redis wire format
+//
+// Redis speaks the classic (pub/sub) format of Node's @socket.io/redis-adapter 8.3, so chorus
+// nodes, Node socket.io 4.x servers with that adapter and @socket.io/redis-emitter 5.x share one
+// cluster. It follows these files:
+//
+//   - socketio/socket.io-redis-adapter, tag 8.3.0: lib/index.ts (RedisAdapter: channels,
+//     onmessage, onrequest, onresponse, broadcast, broadcastWithAck, fetchSockets, addSockets,
+//     delSockets, disconnectSockets, serverSideEmit, serverCount) and lib/util.ts (PUBSUB NUMSUB);
+//   - socketio/socket.io-adapter 2.5 (the version socket.io 4.8 uses): lib/in-memory-adapter.ts
+//     (BroadcastOptions, BroadcastFlags, apply, broadcastWithAck);
+//   - socketio/socket.io-redis-emitter, tag 5.1.0: lib/index.ts (uid "emitter", requests without uid);
+//   - notepack.io 3.0.1 (the msgpack codec both use): lib/encode.js, lib/decode.js.
+//
+// Channels, for prefix P (Node's `key` option, CHORUS_REDIS_PREFIX, default "socket.io") and
+// namespace N (e.g. "/"):
+//
+//	P#N#          broadcasts to the whole namespace, or to several rooms
+//	P#N#R#        broadcasts to exactly one room R
+//	P-request#N#  requests (every node subscribes: PUBSUB NUMSUB on it is the server count)
+//	P-response#N# responses (Node's default, publishOnSpecificResponseChannel false)
+//	P-response#N#UID#  responses for one node (subscribed, as Node does; chorus answers on the common one)
+//
+// Each node subscribes with PSUBSCRIBE "P#N#*" (chorus escapes glob characters of P and N) and
+// SUBSCRIBE to the request and both response channels, over one connection for all namespaces.
+// A node's uid is random; a node ignores broadcasts and requests that carry its own uid.
+//
+// A broadcast is msgpack (notepack.io) of the array [uid, packet, opts]:
+//
+//	packet = {type: 2, data: [event, ...args], nsp: N}   the decoded Socket.IO packet: EVENT even with
+//	                                                      binary; Buffers are msgpack bin
+//	opts   = {rooms: [...], except: [...], flags: {...}}  rooms and except as arrays; flags are
+//	                                                      BroadcastFlags (volatile, compress, local, timeout)
+//
+// chorus keeps a packet's data as JSON with placeholders {"_placeholder":true,"num":i} and the
+// binary attachments apart (internal/protocol.Packet). It converts exactly, both ways (codec.go):
+// a placeholder becomes the msgpack bin of its attachment, and a bin becomes a placeholder with the
+// next attachment, in the order they appear (socket.io-parser's deconstructPacket). Numbers become
+// msgpack integers when they have no fraction and float64 otherwise, as notepack encodes a
+// JavaScript number; msgpack timestamps (Dates) become ISO strings, as JSON.stringify writes them.
+// A packet of type other than EVENT (2) or BINARY_EVENT (5), or whose data is not [string, ...],
+// is dropped as malformed; so are rooms that are not strings.
+//
+// Requests (on P-request#N#) are JSON objects, except BROADCAST, which is msgpack; a message is
+// JSON when its first byte is '{'. Types (lib/index.ts, enum RequestType):
+//
+//	0 SOCKETS                {uid, requestId, type, rooms}            → {requestId, sockets: [id]}
+//	1 ALL_ROOMS              {uid, requestId, type}                   → {requestId, rooms: [room]}
+//	2 REMOTE_JOIN            {uid, type, opts: {rooms, except}, rooms}     no response
+//	3 REMOTE_LEAVE           {uid, type, opts: {rooms, except}, rooms}     no response
+//	4 REMOTE_DISCONNECT      {uid, type, opts: {rooms, except}, close}     no response
+//	  (2-4 without opts, from older nodes: {uid, requestId, type, sid, room | close} → {requestId})
+//	5 REMOTE_FETCH           {uid, requestId, type, opts: {rooms, except}}
+//	                         → {requestId, sockets: [{id, handshake, rooms, data}]}
+//	6 SERVER_SIDE_EMIT       {uid, type, data: [event, ...args]}           no response
+//	                         {uid, requestId, type, data}             → {type: 6, requestId, data: reply}
+//	7 BROADCAST (msgpack)    {uid, requestId, type, packet, opts: {rooms, except, flags: {timeout}}}
+//	                         → {type: 8, requestId, clientCount}      (JSON, BROADCAST_CLIENT_COUNT)
+//	                         → {type: 9, requestId, packet: ack}      (msgpack, BROADCAST_ACK, one per
+//	                                                                   client ack: its first argument)
+//
+// The emitter sends 2, 3, 4 and 6 without uid (6 with uid "emitter") and broadcasts with uid
+// "emitter". Requests that wait for answers expect one per other node: PUBSUB NUMSUB on the request
+// channel, minus one. The server count is that NUMSUB.
+//
+// Where chorus differs from Node, on its own side only: it applies its own REMOTE_JOIN, _LEAVE and
+// _DISCONNECT locally at once (Node applies them when they come back from Redis), so they also work
+// for local sockets while Redis is down; it ignores requests carrying its own uid; and a request
+// that not every node answers in time returns what did arrive with ErrTimeout instead of failing.
+//
+// # Delivery, order and outages
+//
+// A broadcast is delivered locally at once and queued for Redis; one goroutine publishes the queue
+// in order, in pipelines, so broadcasts from one goroutine reach every node in the order they were
+// made. The queue is bounded (16384 messages, 64 MiB): when Redis is slow or down and it is full,
+// a message is dropped and counted (RedisStatus.Dropped) — local delivery never waits for Redis.
+// After a failure go-redis re-dials and resubscribes; chorus retries with backoff from 50 ms to 1 s,
+// so cross-node delivery resumes within about a second of Redis answering again. Messages queued
+// during an outage are published when it ends; a pipeline that failed is not sent again (it may
+// have partly gone out, and a message must not be published twice). Messages from Redis that do
+// not decode are dropped and counted (RedisStatus.Malformed), never a crash.
+package adapter

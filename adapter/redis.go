@@ -1,0 +1,539 @@
+package adapter
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// Limits of the Redis adapter.
+const (
+	// DefaultPrefix is the channel prefix Node's adapter uses by default (its `key` option).
+	DefaultPrefix = "socket.io"
+	// DefaultRequestTimeout is how long a cluster request waits for the other nodes by default.
+	DefaultRequestTimeout = 5 * time.Second
+
+	// queueMessages and queueBytes bound what waits to be published. Past either, a message is
+	// dropped and counted (RedisStatus.Dropped): broadcasting never waits for Redis.
+	queueMessages = 16384
+	queueBytes    = 64 << 20
+	// batchMessages and batchBytes bound one pipeline of PUBLISH commands.
+	batchMessages = 512
+	batchBytes    = 1 << 20
+
+	// commandTimeout bounds one pipeline, PING or PUBSUB NUMSUB.
+	commandTimeout = 3 * time.Second
+	// subscribeTimeout bounds a SUBSCRIBE when a namespace is created; during an outage the
+	// subscription is kept and made when the connection comes back.
+	subscribeTimeout = time.Second
+	// healthInterval: with nothing received for that long, the subscriber pings Redis.
+	healthInterval = 3 * time.Second
+	// backoffMin and backoffMax bound the wait between reconnection attempts (doubling).
+	backoffMin = 50 * time.Millisecond
+	backoffMax = time.Second
+	// maxAckTimeout caps the wait for client acks of a broadcast another node asked for.
+	maxAckTimeout = 10 * time.Minute
+)
+
+// RedisOptions configures NewRedis.
+type RedisOptions struct {
+	// URL is the Redis server, in go-redis ParseURL syntax (redis://[user:pass@]host:port/db,
+	// rediss://… for TLS, unix://…). Required.
+	URL string
+	// Prefix starts every channel name; "" means DefaultPrefix. Every node of a cluster (chorus or
+	// Node) must use the same.
+	Prefix string
+	// RequestTimeout bounds how long a cluster request waits for the other nodes; 0 means
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// Logger receives state changes (connected, unreachable, back) and malformed messages (debug);
+	// nil discards them.
+	Logger *slog.Logger
+}
+
+// Redis connects the namespaces of one chorus server to a cluster of Socket.IO servers (chorus
+// nodes, Node servers with @socket.io/redis-adapter 8.x, @socket.io/redis-emitter) through Redis
+// pub/sub, in the wire format doc.go describes. Use its Factory as the server's adapter factory.
+//
+// It holds one connection for subscriptions (one goroutine receives every namespace's messages, in
+// the order Redis sends them) and a pool for commands; one goroutine publishes, in FIFO order, what
+// the namespaces queue. go-redis re-dials and resubscribes after a failure; Redis tells the state
+// (RedisStatus), which is logged when it changes, never per message.
+type Redis struct {
+	opts   RedisOptions
+	log    *slog.Logger
+	uid    string
+	client *redis.Client
+	ps     *redis.PubSub
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	done   chan struct{} // closed by Close: the publisher flushes and stops
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	queue       chan outMsg
+	queuedBytes atomic.Int64
+
+	mu       sync.RWMutex
+	patterns map[string]*redisAdapter // broadcast pattern → adapter
+	channels map[string]route         // request / response channel → adapter
+	open     int                      // adapters not closed yet
+	closed   bool
+
+	stateMu   sync.Mutex
+	state     linkState
+	since     time.Time
+	subOK     atomic.Bool // the subscriber has received something since its last failure
+	pubOK     atomic.Bool // the last publish or PING succeeded
+	published atomic.Uint64
+	dropped   atomic.Uint64
+	malformed atomic.Uint64
+}
+
+type linkState uint8
+
+const (
+	linkConnecting linkState = iota
+	linkUp
+	linkDown
+)
+
+type route struct {
+	a        *redisAdapter
+	response bool // the response channels; otherwise the request channel
+}
+
+type outMsg struct {
+	channel string
+	payload []byte
+}
+
+// RedisStatus is the state of the link to Redis.
+type RedisStatus struct {
+	// Up: subscribed and publishing. While it is false, each node serves its own clients only.
+	Up bool
+	// State is "connecting" (not connected yet), "up" or "down".
+	State string
+	// Since is when Up last changed (or when the adapter was created).
+	Since time.Time
+	// Published counts messages published; Dropped, messages that could not be (queue full during
+	// an outage, or lost with a failed pipeline); Malformed, messages from Redis that did not decode
+	// and were ignored.
+	Published, Dropped, Malformed uint64
+}
+
+// NewRedis parses o.URL and starts the adapter's two goroutines; it does not wait for Redis, whose
+// state RedisStatus reports. Close stops it; so does closing the last namespace adapter it created.
+func NewRedis(o RedisOptions) (*Redis, error) {
+	ro, err := redis.ParseURL(o.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	// Short timeouts unless the URL sets them, so that an outage is noticed and never holds a
+	// publisher or a request for long; no retries, so that a message is never published twice and
+	// order is kept (Redis runs a pipeline's commands in order).
+	if ro.DialTimeout == 0 {
+		ro.DialTimeout = 2 * time.Second
+	}
+	if ro.ReadTimeout == 0 {
+		ro.ReadTimeout = commandTimeout
+	}
+	if ro.WriteTimeout == 0 {
+		ro.WriteTimeout = commandTimeout
+	}
+	ro.MaxRetries = -1
+	ro.DisableIdentity = true
+	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	setRedisLogger(o.Logger)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	client := redis.NewClient(ro)
+	r := &Redis{
+		opts:     o,
+		log:      o.Logger,
+		uid:      randomID(),
+		client:   client,
+		ps:       client.Subscribe(ctx), // no channel yet: nothing is sent
+		ctx:      ctx,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		queue:    make(chan outMsg, queueMessages),
+		patterns: make(map[string]*redisAdapter),
+		channels: make(map[string]route),
+		since:    time.Now(),
+	}
+	r.pubOK.Store(true)
+	r.wg.Add(2)
+	go r.subscriber()
+	go r.publisher()
+	return r, nil
+}
+
+// Factory is an adapter.Factory: it creates the namespace's adapter and subscribes to its channels.
+func (r *Redis) Factory(nsp Namespace) Adapter {
+	a := newRedisAdapter(r, nsp)
+	r.mu.Lock()
+	closed := r.closed
+	if !closed {
+		r.patterns[a.pattern] = a
+		r.channels[a.requestChannel] = route{a: a}
+		r.channels[a.responseChannel] = route{a: a, response: true}
+		r.channels[a.specificResponseChannel] = route{a: a, response: true}
+		r.open++
+	}
+	r.mu.Unlock()
+	if closed {
+		a.detached = true
+		return a
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, subscribeTimeout)
+	defer cancel()
+	// go-redis records the subscriptions even when Redis cannot be reached, and makes them when
+	// its connection comes back.
+	err := errors.Join(r.ps.PSubscribe(ctx, a.pattern),
+		r.ps.Subscribe(ctx, a.requestChannel, a.responseChannel, a.specificResponseChannel))
+	if err != nil {
+		r.log.Debug("redis subscribe deferred until redis is reachable", "nsp", a.name, "err", err)
+	}
+	return a
+}
+
+// release is called by an adapter's Close: it unsubscribes the namespace, and the last one closes r.
+func (r *Redis) release(a *redisAdapter) {
+	r.mu.Lock()
+	if r.patterns[a.pattern] != a {
+		r.mu.Unlock()
+		return
+	}
+	delete(r.patterns, a.pattern)
+	delete(r.channels, a.requestChannel)
+	delete(r.channels, a.responseChannel)
+	delete(r.channels, a.specificResponseChannel)
+	r.open--
+	last := r.open == 0
+	closed := r.closed
+	r.mu.Unlock()
+	if last {
+		r.Close()
+		return
+	}
+	if !closed {
+		ctx, cancel := context.WithTimeout(r.ctx, subscribeTimeout)
+		defer cancel()
+		r.ps.PUnsubscribe(ctx, a.pattern)
+		r.ps.Unsubscribe(ctx, a.requestChannel, a.responseChannel, a.specificResponseChannel)
+	}
+}
+
+// Close publishes what is still queued (if Redis is reachable, within a few seconds), then closes
+// the connections and stops the goroutines. It is idempotent.
+func (r *Redis) Close() error {
+	var err error
+	r.once.Do(func() {
+		r.mu.Lock()
+		r.closed = true
+		r.mu.Unlock()
+		close(r.done)
+		err = r.ps.Close()
+		r.wg.Wait()
+		r.cancel()
+		err = errors.Join(err, r.client.Close())
+	})
+	return err
+}
+
+// Status returns the state of the link to Redis.
+func (r *Redis) Status() RedisStatus {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	return RedisStatus{
+		Up:        r.state == linkUp,
+		State:     [...]string{"connecting", "up", "down"}[r.state],
+		Since:     r.since,
+		Published: r.published.Load(),
+		Dropped:   r.dropped.Load(),
+		Malformed: r.malformed.Load(),
+	}
+}
+
+// publish queues a message; it never blocks. It reports false when the message was dropped.
+func (r *Redis) publish(channel string, payload []byte) bool {
+	n := int64(len(payload))
+	if r.queuedBytes.Add(n) > queueBytes {
+		r.queuedBytes.Add(-n)
+		r.dropped.Add(1)
+		return false
+	}
+	select {
+	case r.queue <- outMsg{channel, payload}:
+		return true
+	default:
+		r.queuedBytes.Add(-n)
+		r.dropped.Add(1)
+		return false
+	}
+}
+
+// publisher sends the queue in pipelines, in order. After a failure it pings Redis with backoff
+// until it answers; messages keep queueing meanwhile (up to the queue's bounds).
+func (r *Redis) publisher() {
+	defer r.wg.Done()
+	batch := make([]outMsg, 0, batchMessages)
+	for {
+		batch = batch[:0]
+		select {
+		case m := <-r.queue:
+			batch = append(batch, m)
+		case <-r.done:
+			r.flush(batch)
+			return
+		}
+		batch = r.fill(batch)
+		if !r.send(batch) {
+			r.awaitRedis()
+		}
+	}
+}
+
+// fill adds what is queued to batch, within the batch bounds, without waiting.
+func (r *Redis) fill(batch []outMsg) []outMsg {
+	size := 0
+	for _, m := range batch {
+		size += len(m.payload)
+	}
+	for len(batch) < batchMessages && size < batchBytes {
+		select {
+		case m := <-r.queue:
+			batch = append(batch, m)
+			size += len(m.payload)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// send publishes batch in one pipeline; a failed pipeline's messages are counted as dropped (some
+// may have gone out: they are not sent again, so none is published twice).
+func (r *Redis) send(batch []outMsg) bool {
+	size := 0
+	for _, m := range batch {
+		size += len(m.payload)
+	}
+	r.queuedBytes.Add(-int64(size))
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	defer cancel()
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range batch {
+			p.Publish(ctx, m.channel, m.payload)
+		}
+		return nil
+	})
+	if err != nil {
+		r.dropped.Add(uint64(len(batch)))
+		r.setLink(false, false, err)
+		return false
+	}
+	r.published.Add(uint64(len(batch)))
+	r.setLink(false, true, nil)
+	return true
+}
+
+// awaitRedis pings with backoff until Redis answers or r closes.
+func (r *Redis) awaitRedis() {
+	for wait := backoffMin; ; wait = min(2*wait, backoffMax) {
+		select {
+		case <-r.done:
+			return
+		case <-time.After(wait):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+		err := r.client.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			r.setLink(false, true, nil)
+			return
+		}
+	}
+}
+
+// flush publishes what is queued when r closes, if Redis is up, within commandTimeout per batch.
+func (r *Redis) flush(batch []outMsg) {
+	for {
+		batch = r.fill(batch[:0])
+		if len(batch) == 0 {
+			return
+		}
+		if !r.Status().Up || !r.send(batch) {
+			for range batch {
+				r.dropped.Add(1)
+			}
+			for {
+				select {
+				case m := <-r.queue:
+					r.queuedBytes.Add(-int64(len(m.payload)))
+					r.dropped.Add(1)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// subscriber receives every message of every namespace and hands it to its adapter, in order.
+func (r *Redis) subscriber() {
+	defer r.wg.Done()
+	wait := backoffMin
+	for {
+		msg, err := r.ps.ReceiveTimeout(r.ctx, healthInterval)
+		select {
+		case <-r.done:
+			return
+		default:
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Nothing for a while: a PING checks the connection (its pong comes as a message).
+				ctx, cancel := context.WithTimeout(r.ctx, commandTimeout)
+				err = r.ps.Ping(ctx)
+				cancel()
+				if err == nil {
+					continue
+				}
+			}
+			r.setLink(true, false, err)
+			select {
+			case <-r.done:
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, backoffMax)
+			continue
+		}
+		wait = backoffMin
+		r.setLink(true, true, nil)
+		if m, ok := msg.(*redis.Message); ok {
+			r.dispatch(m)
+		}
+	}
+}
+
+func (r *Redis) dispatch(m *redis.Message) {
+	r.mu.RLock()
+	var (
+		a  *redisAdapter
+		rt route
+	)
+	if m.Pattern != "" {
+		a = r.patterns[m.Pattern]
+	} else {
+		rt = r.channels[m.Channel]
+		a = rt.a
+	}
+	r.mu.RUnlock()
+	switch {
+	case a == nil:
+		return
+	case m.Pattern != "":
+		if !strings.HasPrefix(m.Channel, a.channel) || !strings.HasSuffix(m.Channel, "#") {
+			return
+		}
+		a.onBroadcast([]byte(m.Payload))
+	case rt.response:
+		a.onResponse([]byte(m.Payload))
+	default:
+		a.onRequest([]byte(m.Payload))
+	}
+}
+
+// setLink records the state of the subscriber's link (sub) or the publisher's and logs a change of
+// the overall state, once. The link is up when the subscriber has received something since its
+// last failure (after a reconnection, the confirmations of its subscriptions) and the last publish
+// or PING succeeded.
+func (r *Redis) setLink(sub, ok bool, err error) {
+	flag := &r.pubOK
+	if sub {
+		flag = &r.subOK
+	}
+	if flag.Load() == ok {
+		return
+	}
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	flag.Store(ok)
+	next := linkDown
+	if r.subOK.Load() && r.pubOK.Load() {
+		next = linkUp
+	} else if r.state == linkConnecting && ok {
+		return // still connecting: nothing has failed
+	}
+	if next == r.state {
+		return
+	}
+	prev, downFor := r.state, time.Since(r.since)
+	r.state, r.since = next, time.Now()
+	switch {
+	case next == linkUp && prev == linkConnecting:
+		r.log.Info("redis connected", "addr", r.client.Options().Addr, "prefix", r.opts.Prefix, "uid", r.uid)
+	case next == linkUp:
+		r.log.Info("redis reachable again: cross-node delivery resumed", "down_for", downFor.Round(time.Millisecond),
+			"dropped_total", r.dropped.Load())
+	default:
+		r.log.Warn("redis unreachable: serving local clients only until it returns", "err", err)
+	}
+}
+
+// malformedMessage counts a message from Redis that did not decode.
+func (r *Redis) malformedMessage(nsp, what string, err error) {
+	r.malformed.Add(1)
+	r.log.Debug("malformed redis message ignored", "nsp", nsp, "kind", what, "err", err)
+}
+
+// randomID returns a random id for a node or a request, as uid2 makes them.
+func randomID() string {
+	var b [9]byte
+	rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// go-redis logs through one process-wide logger; it goes to the most recently created adapter's
+// logger at debug level (the adapter logs the state changes that matter itself).
+var redisLog atomic.Pointer[slog.Logger]
+
+type redisLogger struct{}
+
+func (redisLogger) Printf(_ context.Context, format string, v ...any) {
+	if l := redisLog.Load(); l != nil {
+		l.Debug("go-redis: " + fmt.Sprintf(format, v...))
+	}
+}
+
+var setLoggerOnce sync.Once
+
+func setRedisLogger(l *slog.Logger) {
+	redisLog.Store(l)
+	setLoggerOnce.Do(func() { redis.SetLogger(redisLogger{}) })
+}
