@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/chorus-rt/chorus/adapter"
 	"github.com/chorus-rt/chorus/internal/api"
 	"github.com/chorus-rt/chorus/internal/config"
 	"github.com/chorus-rt/chorus/internal/engine"
@@ -83,8 +84,23 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 }
 
 // New builds the Socket.IO server and the HTTP handler of a configuration; tests use it to run chorus
-// in-process.
+// in-process. With CHORUS_REDIS_URL set, the namespaces get the Redis adapter; its connection closes
+// with the server (Server.Close closes the adapters, the last one closes the connection).
 func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
+	var cluster *adapter.Redis
+	if cfg.RedisURL != "" {
+		var err error
+		cluster, err = adapter.NewRedis(adapter.RedisOptions{
+			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, RequestTimeout: cfg.RedisRequestTimeout, Logger: log,
+		})
+		if err != nil { // Run validates the configuration first, so only an unvalidated one gets here
+			log.Error("redis adapter disabled: this node serves its own clients only", "err", err)
+		}
+	}
+	var factory adapter.Factory
+	if cluster != nil {
+		factory = cluster.Factory
+	}
 	srv := sio.NewServer(sio.Options{
 		Engine: engine.Options{
 			PingInterval: cfg.PingInterval,
@@ -93,7 +109,8 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 			Transports:   cfg.Transports,
 			CORSOrigins:  cfg.CORSOrigins,
 		},
-		Logger: log,
+		Adapter: factory,
+		Logger:  log,
 	})
 	setupNamespaces(srv, cfg.Namespaces, log)
 
@@ -108,10 +125,29 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}
+		if cluster != nil {
+			readyRedis(w, cluster.Status())
+			return
+		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("/", web.Handler(cfg.ClientDir))
 	return srv, mux
+}
+
+// readyRedis answers /readyz for a node in a Redis cluster. Redis being down is reported but stays
+// 200: every node shares the one Redis, so a 503 would take all of them out of the load balancer at
+// once, while each can still serve its own clients (cross-node delivery resumes when Redis returns).
+// The body and the X-Chorus-Redis header say "degraded" / "down" so that monitoring sees it.
+func readyRedis(w http.ResponseWriter, st adapter.RedisStatus) {
+	since := st.Since.UTC().Format(time.RFC3339)
+	if st.Up {
+		w.Header().Set("X-Chorus-Redis", "up")
+		fmt.Fprintf(w, "ok\nredis: up since %s\n", since)
+		return
+	}
+	w.Header().Set("X-Chorus-Redis", st.State)
+	fmt.Fprintf(w, "degraded\nredis: %s since %s; serving local clients only (dropped %d messages so far)\n", st.State, since, st.Dropped)
 }
 
 // setupNamespaces installs the client protocol on "/" and on every configured namespace; names with

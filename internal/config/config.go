@@ -72,6 +72,24 @@ type Config struct {
 	// Default "node_modules/socket.io-client/dist". Flag -client-dir, env CHORUS_CLIENT_DIR.
 	ClientDir string
 
+	// RedisURL is the Redis server that joins this node to a cluster (chorus nodes,
+	// Node socket.io servers with @socket.io/redis-adapter, @socket.io/redis-emitter),
+	// in go-redis ParseURL syntax: redis://[user:password@]host:port[/db],
+	// rediss://… for TLS, unix:///path.sock. Empty keeps the single-node in-memory adapter.
+	// Default "". Flag -redis-url, env CHORUS_REDIS_URL.
+	RedisURL string
+
+	// RedisPrefix starts every Redis channel name (Node's `key` option); every node
+	// of a cluster must use the same.
+	// Default "socket.io". Flag -redis-prefix, env CHORUS_REDIS_PREFIX.
+	RedisPrefix string
+
+	// RedisRequestTimeout is how long a cluster request (fetch sockets, server-side
+	// emit with ack, broadcast with ack) waits for the other nodes before it returns
+	// what arrived.
+	// Default 5s. Flag -redis-request-timeout, env CHORUS_REDIS_REQUEST_TIMEOUT (Go duration).
+	RedisRequestTimeout time.Duration
+
 	// Namespaces configures namespaces and their room policies. It can only be
 	// set in the YAML file (key namespaces). Default none: only "/", any room.
 	Namespaces []Namespace

@@ -27,6 +27,9 @@ func TestDefault(t *testing.T) {
 		LogLevel:     "info",
 		LogFormat:    "text",
 		ClientDir:    "node_modules/socket.io-client/dist",
+
+		RedisPrefix:         "socket.io",
+		RedisRequestTimeout: 5 * time.Second,
 	}
 	if got := config.Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() = %+v\nwant %+v", got, want)
@@ -326,6 +329,20 @@ func TestValidate(t *testing.T) {
 			},
 		},
 		{name: "any origin", change: func(c *config.Config) { c.CORSOrigins = []string{"*"} }},
+		{name: "redis", change: func(c *config.Config) { c.RedisURL = "rediss://u:p@redis.internal:6380/2?dial_timeout=1s" }},
+		{
+			name: "redis problems",
+			change: func(c *config.Config) {
+				c.RedisURL = "http://u:secret@127.0.0.1:6379"
+				c.RedisPrefix = ""
+				c.RedisRequestTimeout = 0
+			},
+			want: []string{
+				`CHORUS_REDIS_URL: "http://u:xxxxx@127.0.0.1:6379" is not a Redis URL`,
+				"CHORUS_REDIS_PREFIX: must not be empty",
+				"CHORUS_REDIS_REQUEST_TIMEOUT: must be more than 0",
+			},
+		},
 		{
 			name: "many problems at once",
 			change: func(c *config.Config) {
@@ -477,6 +494,7 @@ func TestEverySettingIsRead(t *testing.T) {
 		"addr": "x:1", "api-key": "k", "ping-interval": "1s", "ping-timeout": "1s", "max-payload": "1",
 		"transports": "websocket", "cors-origins": "*", "drain-timeout": "1s", "log-level": "debug",
 		"log-format": "json", "client-dir": "d", "check-config": "true",
+		"redis-url": "redis://127.0.0.1:6379/1", "redis-prefix": "p", "redis-request-timeout": "1s",
 	}
 	empty := writeFile(t, "")
 	values["config"] = empty

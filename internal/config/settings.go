@@ -129,6 +129,24 @@ var specs = []spec{
 		field: func(c *Config) field { return (*stringField)(&c.ClientDir) },
 	},
 	{
+		flag: "redis-url", env: "CHORUS_REDIS_URL", key: "redis_url", def: "",
+		help:  "Redis server joining this node to a cluster, e.g. redis://127.0.0.1:6379/0 (go-redis URL syntax); empty keeps the single-node adapter",
+		field: func(c *Config) field { return (*stringField)(&c.RedisURL) },
+		check: func(c *Config) error { return checkRedisURL(c.RedisURL) },
+	},
+	{
+		flag: "redis-prefix", env: "CHORUS_REDIS_PREFIX", key: "redis_prefix", def: "socket.io",
+		help:  "start of every Redis channel name (Node's `key` option); the same on every node",
+		field: func(c *Config) field { return (*stringField)(&c.RedisPrefix) },
+		check: func(c *Config) error { return checkNonEmpty(c.RedisPrefix) },
+	},
+	{
+		flag: "redis-request-timeout", env: "CHORUS_REDIS_REQUEST_TIMEOUT", key: "redis_request_timeout", def: "5s",
+		help:  "how long a cluster request waits for the other nodes before returning what arrived",
+		field: func(c *Config) field { return (*durationField)(&c.RedisRequestTimeout) },
+		check: func(c *Config) error { return checkPositive(c.RedisRequestTimeout) },
+	},
+	{
 		key:   "namespaces",
 		help:  "namespaces besides `/` and the rooms clients may join and publish to ([docs/configuration.md](docs/configuration.md)); none means only `/`, any room",
 		field: func(c *Config) field { return (*namespacesField)(&c.Namespaces) },

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Validate reports every problem at once (errors.Join), one error per problem,
@@ -160,4 +162,32 @@ func checkNamespaces(nss []Namespace) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func checkNonEmpty(v string) error {
+	if v == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
+}
+
+// checkRedisURL accepts what the Redis adapter will: go-redis's ParseURL syntax.
+func checkRedisURL(u string) error {
+	if u == "" {
+		return nil
+	}
+	if _, err := redis.ParseURL(u); err != nil {
+		return fmt.Errorf("%q is not a Redis URL such as redis://127.0.0.1:6379/0: %w", redactURL(u), err)
+	}
+	return nil
+}
+
+// redactURL hides the password of a URL that has one, for error messages.
+func redactURL(u string) string {
+	if p, err := url.Parse(u); err == nil && p.User != nil {
+		if _, has := p.User.Password(); has {
+			return p.Redacted()
+		}
+	}
+	return u
 }
