@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,9 +34,17 @@ func putBuf(b []byte) {
 // all the frames of a batch go out in one write.
 type wsConn struct {
 	conn         net.Conn
-	rc           syscall.RawConn // for non-blocking writes; nil if conn has no file descriptor
-	br           *bufio.Reader
+	rc           syscall.RawConn // for non-blocking I/O; nil if conn has no file descriptor
+	br           *bufio.Reader   // blocking reads (the upgrade probe, or without netpoll); nil after
 	writeTimeout time.Duration
+
+	// Reading through netpoll (wsread.go). The fields below are used only by the goroutine that
+	// holds reading.
+	poll    *pollHandle // guarded by wmu
+	reading atomic.Bool
+	partial []byte    // an incomplete frame
+	msgOp   ws.OpCode // the message being assembled from fragments, if any
+	msg     []byte
 
 	wmu       sync.Mutex
 	closeOnce sync.Once
@@ -45,6 +54,9 @@ func (w *wsConn) close() {
 	w.closeOnce.Do(func() {
 		w.wmu.Lock()
 		defer w.wmu.Unlock()
+		if w.poll != nil {
+			w.poll.remove()
+		}
 		w.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		ws.WriteFrame(w.conn, ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
 		w.conn.Close()
@@ -68,9 +80,16 @@ func (w *wsConn) closeLingering(code ws.StatusCode, reason string) {
 		if cw, ok := w.conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
+		var rest io.Reader = w.conn
+		if w.br != nil {
+			rest = w.br
+		}
+		if w.poll != nil {
+			w.poll.remove()
+		}
 		w.wmu.Unlock()
 		w.conn.SetReadDeadline(time.Now().Add(closeLinger))
-		io.Copy(io.Discard, w.br)
+		io.Copy(io.Discard, rest)
 		w.conn.Close()
 	})
 }
@@ -200,10 +219,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 		s.register(c)
 		c.mu.Lock()
 		c.ws = wc
-		c.restart = func() { s.readWebSocket(c, wc) }
 		c.mu.Unlock()
 		s.openWebSocket(c, r)
-		go s.readWebSocket(c, wc)
+		s.startReading(c, wc)
 		return
 	}
 	// The upgrade runs on a goroutine of its own too, so that net/http's goroutine, its deep stack and
@@ -215,7 +233,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 			wc.close()
 			return
 		}
-		s.readWebSocket(c, wc)
+		s.startReading(c, wc)
 	}()
 }
 
@@ -223,20 +241,35 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 // larger payloads are read straight into their own buffer.
 const readBufSize = 1024
 
-// newWSConn takes over a hijacked connection. net/http's 4 KB reader is replaced by a small one
-// (carrying over anything the client already sent), as it would otherwise stay with the connection
-// for its whole life.
+// newWSConn takes over a hijacked connection. net/http's 4 KB reader is let go (it would otherwise
+// stay with the connection for its whole life); what the client already sent is kept in partial,
+// which both readers consume first.
 func newWSConn(conn net.Conn, br *bufio.Reader, writeTimeout time.Duration) *wsConn {
-	var src io.Reader = conn
+	wc := &wsConn{conn: conn, writeTimeout: writeTimeout}
 	if n := br.Buffered(); n > 0 {
 		early, _ := br.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), conn)
+		wc.partial = bytes.Clone(early)
 	}
-	wc := &wsConn{conn: conn, br: bufio.NewReaderSize(src, readBufSize), writeTimeout: writeTimeout}
+	wc.br = bufio.NewReaderSize(earlyFirst{wc}, readBufSize)
 	if sc, ok := conn.(syscall.Conn); ok {
 		wc.rc, _ = sc.SyscallConn()
 	}
 	return wc
+}
+
+// earlyFirst reads a connection's partial bytes, then the connection.
+type earlyFirst struct{ w *wsConn }
+
+func (e earlyFirst) Read(p []byte) (int, error) {
+	if len(e.w.partial) > 0 {
+		n := copy(p, e.w.partial)
+		e.w.partial = e.w.partial[n:]
+		if len(e.w.partial) == 0 {
+			e.w.partial = nil
+		}
+		return n, nil
+	}
+	return e.w.conn.Read(p)
 }
 
 // openWebSocket sends the open packet (queued first) of a session that started on WebSocket, and
@@ -293,7 +326,6 @@ func (s *Server) probe(c *Conn, wc *wsConn) bool {
 	}
 	c.transport = WebSocket
 	c.ws = wc
-	c.restart = func() { s.readWebSocket(c, wc) }
 	c.upgrading, c.probed = false, false
 	c.wakePollLocked()
 	if len(c.out) > 0 {
