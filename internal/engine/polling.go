@@ -7,8 +7,12 @@ import (
 	"time"
 )
 
-// upgradePollWait is how long a poll that arrives mid-upgrade waits for the upgrade to finish.
-const upgradePollWait = 100 * time.Millisecond
+// upgradePollWait is how long a poll that arrives after the upgrade probe waits for the upgrade to
+// finish. The stock client cannot send "5" until that poll returns, so the wait delays its upgrade
+// (100 ms, as in Node, added 100 ms to the first request of every polling client); a client that
+// sent "5" along with the probe has it read within microseconds, so a short wait still tells the
+// two apart.
+const upgradePollWait = 20 * time.Millisecond
 
 // servePoll answers a long-polling GET with the queued packets, waiting for some if there are none.
 func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
@@ -29,8 +33,8 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
 	c.polling = true
 	if len(c.out) == 0 && c.state == stateOpen && c.upgrading && c.probed {
 		// The client is pausing polling to finish an upgrade: its "5" may already be on the
-		// WebSocket. Wait a moment for it, as Node's 100 ms upgrade check does, then answer 400 if the
-		// session moved to WebSocket or a noop if not.
+		// WebSocket. Wait a moment for it (upgradePollWait), then answer 400 if the session moved to
+		// WebSocket or a noop if not.
 		wake := make(chan struct{})
 		c.pollWake = wake
 		c.mu.Unlock()
