@@ -12,7 +12,6 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/chorus-rt/chorus/adapter"
-	"github.com/chorus-rt/chorus/internal/engine"
 	"github.com/chorus-rt/chorus/internal/sio"
 	"github.com/chorus-rt/chorus/internal/siotest"
 )
@@ -22,7 +21,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // start serves a sio.Server on 127.0.0.1; setup configures "/" before any client can connect.
 func start(t *testing.T, setup func(s *sio.Server, root *sio.Namespace)) (*sio.Server, string) {
 	t.Helper()
-	s := sio.NewServer(sio.Options{Engine: engine.Options{PingInterval: time.Second, PingTimeout: time.Second}})
+	// Default heartbeats: these tests are about handlers and broadcasts, and a 1 s ping timeout closed
+	// healthy clients on a loaded 2-core machine.
+	s := sio.NewServer(sio.Options{})
 	setup(s, s.Namespace("/"))
 	ts := httptest.NewServer(s)
 	t.Cleanup(func() {
