@@ -67,7 +67,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.nodeScript, "node-script", "tests/reference/server.mjs", "the Node socket.io reference server")
 	fs.StringVar(&cfg.serverCPU, "server-cpu", "0", "CPU the servers are pinned to (taskset -c)")
 	fs.StringVar(&cfg.genCPU, "gen-cpu", "1", "CPU this process, the load generator, pins itself to; empty: no pinning")
-	fs.IntVar(&cfg.sources, "sources", 4, "loopback source addresses connections are spread over (127.0.0.1, 127.0.0.2, …)")
+	fs.IntVar(&cfg.sources, "sources", 1, "loopback source addresses connections are spread over (127.0.0.1, 127.0.0.2, …), should ephemeral ports run short")
 	only := fs.String("only", "bare,node,chorus", "servers to measure, comma-separated")
 	fs.IntVar(&cfg.dialConc, "dial-concurrency", 0, "handshakes in flight while opening connections (default 64)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write the load generator's CPU profile to this file")
@@ -112,7 +112,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if cfg.dialConc > 0 {
 		p.DialConcurrency = cfg.dialConc
 	}
-	if err := checkFileLimit(p); err != nil {
+	if err := raiseFileLimit(p); err != nil {
 		return err
 	}
 	if cfg.genCPU != "" {
@@ -150,8 +150,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	b := &bench{cfg: cfg, plan: p, res: newResults()}
-	for i := range cfg.sources {
-		b.sources = append(b.sources, net.IPv4(127, 0, 0, byte(i+1)))
+	if cfg.sources > 1 { // one source: let the kernel choose, which saves a bind per connection
+		for i := range cfg.sources {
+			b.sources = append(b.sources, net.IPv4(127, 0, 0, byte(i+1)))
+		}
 	}
 	var selected []target
 	for _, t := range targets(cfg) {
@@ -161,29 +163,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 
 	start := time.Now()
-	for round := 1; round <= p.Rounds; round++ {
-		b.round = round
-		b.res.startRound(round)
-		// Alternate: each round starts with a different server, and servers take turns per group.
-		first := (round - 1) % len(selected)
-		order := append(slices.Clone(selected[first:]), selected[:first]...)
-		for _, phase := range cfg.phases {
-			for _, t := range order {
-				if err := b.group(ctx, t, phase, b.phase(phase, t)); err != nil {
-					if ctx.Err() != nil {
-						return err
-					}
-					progress("    FAILED: %v", err)
-					b.res.note(t.name, fmt.Sprintf("round %d %s failed: %v", round, phase, err))
-				}
-			}
-		}
-	}
+	b.runRounds(ctx, selected)
 	took := time.Since(start)
 
 	var report bytes.Buffer
 	b.writeReport(&report, took)
 	stdout.Write(report.Bytes())
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted; the report above has the figures measured so far: %w", ctx.Err())
+	}
 	if cfg.out != "" {
 		if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
 			return err
@@ -196,11 +184,42 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
-// checkFileLimit makes sure this process and the servers it starts may open enough sockets.
-func checkFileLimit(p plan) error {
+// runRounds runs every round until done or ctx is cancelled. Servers alternate: each round starts
+// with a different one, and they take turns within each phase group. A failed group is noted and
+// the run goes on.
+func (b *bench) runRounds(ctx context.Context, selected []target) {
+	for round := 1; round <= b.plan.Rounds; round++ {
+		b.round = round
+		b.res.startRound(round)
+		first := (round - 1) % len(selected)
+		order := append(slices.Clone(selected[first:]), selected[:first]...)
+		for _, phase := range b.cfg.phases {
+			for _, t := range order {
+				err := b.group(ctx, t, phase, b.phase(phase, t))
+				if ctx.Err() != nil {
+					b.res.note(t.name, fmt.Sprintf("round %d %s: interrupted", round, phase))
+					return
+				}
+				if err != nil {
+					progress("    FAILED: %v", err)
+					b.res.note(t.name, fmt.Sprintf("round %d %s failed: %v", round, phase, err))
+				}
+			}
+		}
+	}
+}
+
+// raiseFileLimit raises the open-file limit to the hard limit, for this process and the servers it
+// starts (setting it explicitly stops Go restoring the original soft limit in child processes), and
+// checks it is enough.
+func raiseFileLimit(p plan) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return err
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("raise the open-file limit: %w", err)
 	}
 	need := uint64(max(p.IdleN, p.ConnN, p.FanMembers) + 1000)
 	if lim.Cur < need {

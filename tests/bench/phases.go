@@ -10,11 +10,23 @@ import (
 )
 
 // connectPhase: the rate of opening ConnN WebSocket connections and the server CPU per connection,
-// then the rate of polling sessions. Each is measured again, on the same server, if other
+// then the rate of polling sessions. A warm-up opens and closes as many first, so that every
+// attempt, the first included, measures a server in its steady state (Node compiles its hot paths
+// and sizes its heap on first use). Each is measured again, on the same server, if other
 // processes disturbed it.
 func (b *bench) connectPhase(ctx context.Context, t target, s *server, g *loadgen.Generator) error {
 	p := b.plan
-	err := b.calmest(ctx, "connection rate", func(attempt int) (trial, error) {
+	warm, err := g.DialMany(ctx, p.ConnN, p.DialConcurrency)
+	if err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	if err := g.Close(ctx, warm); err != nil {
+		return err
+	}
+	if err := sleep(ctx, time.Second); err != nil {
+		return err
+	}
+	err = b.calmest(ctx, "connection rate", func(attempt int) (trial, error) {
 		m, err := b.startMeter(s)
 		if err != nil {
 			return trial{}, err
@@ -28,7 +40,8 @@ func (b *bench) connectPhase(ctx context.Context, t target, s *server, g *loadge
 			return trial{}, err
 		}
 		rate, cpu := float64(p.ConnN)/r.elapsed, r.serverCPU/float64(p.ConnN)*1e6
-		progress("    %d connections in %.2fs: %.0f/s, %.0f µs CPU each; %s", p.ConnN, r.elapsed, rate, cpu, r)
+		progress("    %d connections in %.2fs: %.0f/s, %.0f µs CPU each (generator %.0f µs); %s",
+			p.ConnN, r.elapsed, rate, cpu, r.genCPU/float64(p.ConnN)*1e6, r)
 		if err := g.Close(ctx, conns); err != nil {
 			return trial{}, err
 		}
@@ -43,6 +56,9 @@ func (b *bench) connectPhase(ctx context.Context, t target, s *server, g *loadge
 	}
 	poller := loadgen.NewPoller(s.addr, p.DialConcurrency)
 	defer poller.Close()
+	if _, err := poller.HandshakeMany(ctx, p.PollN/4, p.DialConcurrency); err != nil {
+		return fmt.Errorf("polling warm-up: %w", err)
+	}
 	return b.calmest(ctx, "polling rate", func(int) (trial, error) {
 		m, err := b.startMeter(s)
 		if err != nil {
@@ -59,7 +75,7 @@ func (b *bench) connectPhase(ctx context.Context, t target, s *server, g *loadge
 }
 
 // idlePhase: idle RSS per connection at ConnN and at IdleN connections, against the RSS of the
-// fresh server.
+// fresh server; then the RSS once they have all left.
 func (b *bench) idlePhase(ctx context.Context, t target, s *server, g *loadgen.Generator) error {
 	p := b.plan
 	if err := sleep(ctx, time.Second); err != nil {
@@ -93,8 +109,22 @@ func (b *bench) idlePhase(ctx context.Context, t target, s *server, g *loadgen.G
 		return err
 	}
 	if p.IdleN > p.ConnN {
-		return idle(figIdleLarge, p.IdleN)
+		if err := idle(figIdleLarge, p.IdleN); err != nil {
+			return err
+		}
 	}
+	if err := g.CloseAll(ctx); err != nil {
+		return err
+	}
+	if err := sleep(ctx, p.Settle); err != nil {
+		return err
+	}
+	rss, err := s.rss()
+	if err != nil {
+		return err
+	}
+	b.res.add(figRSSLeft, t.name, rss/1e6)
+	progress("    all left: RSS %.1f MB", rss/1e6)
 	return nil
 }
 

@@ -19,6 +19,7 @@ const (
 	figRSSFresh         figKey = "rss-fresh"
 	figIdleSmall        figKey = "idle-small"
 	figIdleLarge        figKey = "idle-large"
+	figRSSLeft          figKey = "rss-left"
 	figEchoP50          figKey = "echo-p50"
 	figEchoP99          figKey = "echo-p99"
 	figEchoMax          figKey = "echo-max"
@@ -77,6 +78,7 @@ func figures(p plan) []figure {
 		{key: figRSSFresh, label: "RSS of the fresh server (MB)", format: "%.1f"},
 		{key: figIdleSmall, label: fmt.Sprintf("idle RSS per connection at %s (kB)", thousands(p.ConnN)), format: "%.1f"},
 		{key: figIdleLarge, label: fmt.Sprintf("idle RSS per connection at %s (kB)", thousands(largeIdle(p))), format: "%.1f"},
+		{key: figRSSLeft, label: fmt.Sprintf("RSS %s after the last of them left (MB)", p.Settle), format: "%.1f"},
 		{key: figEchoP50, label: fmt.Sprintf("echo-with-ack p50 at %s req/s, %s conns (ms)", thousands(p.EchoRate), thousands(p.EchoConns)), format: "%.2f"},
 		{key: figEchoP99, label: fmt.Sprintf("echo-with-ack p99 at %s req/s (ms)", thousands(p.EchoRate)), format: "%.2f"},
 		{key: figEchoMax, label: fmt.Sprintf("max ack throughput, closed loop, %d outstanding per conn (req/s)", p.EchoWindow), format: "%.0f"},
