@@ -381,7 +381,7 @@ func TestClusterOperations(t *testing.T) {
 				Query   map[string]string `json:"query"`
 				Address string            `json:"address"`
 			}
-			if err := json.Unmarshal(s.Handshake, &hs); err != nil || hs.Query["EIO"] != "4" || hs.Address != "127.0.0.1" || hs.Headers["upgrade"] != "websocket" {
+			if err := json.Unmarshal(s.Handshake, &hs); err != nil || hs.Query["EIO"] != "4" || hs.Address != "127.0.0.1" || hs.Headers["upgrade"] != "websocket" || hs.Headers["host"] == "" {
 				t.Errorf("%s: handshake %s", s.ID, s.Handshake)
 			}
 			wantData := `{}`

@@ -37,8 +37,12 @@ var (
 // array and leaves its key out of a map.
 func msgpackToJSON(b []byte) (json.RawMessage, [][]byte, error) {
 	c := mpReader{in: b, out: make([]byte, 0, len(b)+len(b)/4+16)}
-	if _, err := c.value(0); err != nil {
+	undefined, err := c.value(0)
+	if err != nil {
 		return nil, nil, err
+	}
+	if undefined {
+		c.out = append(c.out, "null"...)
 	}
 	if c.pos != len(b) {
 		return nil, nil, fmt.Errorf("%w: %d trailing bytes", errMalformed, len(b)-c.pos)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -145,6 +146,9 @@ func eventPacket(wp *wirePacket, atts [][]byte) (*protocol.Packet, error) {
 	nsp := "/"
 	if wp.Nsp != nil {
 		nsp = *wp.Nsp
+	}
+	if !strings.HasPrefix(nsp, "/") || strings.ContainsRune(nsp, ',') {
+		return nil, errors.New("packet: not a namespace name")
 	}
 	p := &protocol.Packet{Type: protocol.Event, Nsp: nsp, Data: wp.Data, Attachments: atts}
 	args, err := protocol.Args(p.Data)

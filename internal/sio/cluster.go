@@ -154,15 +154,18 @@ func (n *Namespace) DescribeLocal(ids []string) []adapter.SocketInfo {
 			}
 		}
 		c.mu.Unlock()
-		out = append(out, adapter.SocketInfo{ID: id, Handshake: nodeHandshake(c.handshake), Rooms: c.Rooms(), Data: data})
+		out = append(out, adapter.SocketInfo{ID: id, Handshake: nodeHandshake(c.handshake, c.client.conn.Request().Host), Rooms: c.Rooms(), Data: data})
 	}
 	return out
 }
 
 // nodeHandshake encodes h as Node's socket.handshake: header names in lower case and values joined,
 // the address without its port, the time as Date#toString writes it.
-func nodeHandshake(h *Handshake) json.RawMessage {
-	headers := make(map[string]any, len(h.Headers))
+func nodeHandshake(h *Handshake, host string) json.RawMessage {
+	headers := make(map[string]any, len(h.Headers)+1)
+	if host != "" {
+		headers["host"] = host // net/http keeps it apart from the other headers
+	}
 	for k, v := range h.Headers {
 		k = strings.ToLower(k)
 		if k == "set-cookie" {
