@@ -119,7 +119,7 @@ func TestJSONToMsgpackRoundTrip(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name, in, out string // out "" means the same as in
-		atts            [][]byte
+		atts          [][]byte
 	}{
 		{name: "scalars", in: `[null,true,false,0,-1,127,128,-33,65535,4294967296,-9007199254740993,1.5,-0.25,1e300,"s"]`,
 			out: `[null,true,false,0,-1,127,128,-33,65535,4294967296,-9007199254740993,1.5,-0.25,1e+300,"s"]`},
