@@ -47,7 +47,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log := newLogger(cfg, stderr)
 
-	ln, err := net.Listen("tcp", cfg.Addr)
+	// No TCP keepalive: Engine.IO heartbeats find dead peers, and the keepalive options cost four
+	// setsockopt calls per accepted connection.
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(ctx, "tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}

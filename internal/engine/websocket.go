@@ -3,6 +3,8 @@ package engine
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net"
@@ -186,7 +188,8 @@ func (w *wsConn) readMessage(max int64) (data []byte, binary bool, err error) {
 }
 
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid string) {
-	if r.Method != http.MethodGet || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+	accept, ok := acceptKey(r)
+	if !ok {
 		writeError(w, codeBadRequest, "")
 		return
 	}
@@ -203,38 +206,98 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 			return
 		}
 	}
-	conn, brw, _, err := ws.HTTPUpgrader{}.Upgrade(r, w)
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		writeError(w, codeBadRequest, "")
+		return
+	}
+	conn, brw, err := hj.Hijack()
 	if err != nil {
-		if conn != nil {
-			conn.Close()
-		}
-		s.log.Debug("websocket handshake failed", "err", err)
+		s.log.Debug("websocket hijack failed", "err", err)
 		return
 	}
 	wc := newWSConn(conn, brw.Reader, s.opts.PingInterval+s.opts.PingTimeout)
-	if c == nil {
-		c = newConn(s, newSID(), r, WebSocket)
-		// Queued before OnOpen can Send, as in Server.open.
-		c.out = append(c.out, frame{typ: typeOpen, data: openPacket(c.id, []string{}, s.opts)})
-		s.register(c)
-		c.mu.Lock()
-		c.ws = wc
-		c.mu.Unlock()
-		s.openWebSocket(c, r)
-		s.startReading(c, wc)
-		return
-	}
-	// The upgrade runs on a goroutine of its own too, so that net/http's goroutine, its deep stack and
-	// its buffers go away now.
-	go func() {
-		if !s.probe(c, wc) {
-			// Not upgradable (already upgrading or upgraded, or closed), or the probe failed: like
-			// Node, the WebSocket is accepted and then closed, and the session carries on.
-			wc.close()
+	resp := append(getBuf(), "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	resp = append(resp, accept...)
+	resp = append(resp, "\r\n\r\n"...)
+
+	if c != nil {
+		err := wc.writeBlocking(resp)
+		putBuf(resp)
+		if err != nil {
+			conn.Close()
 			return
 		}
-		s.startReading(c, wc)
-	}()
+		// The upgrade runs on a goroutine of its own too, so that net/http's goroutine, its deep
+		// stack and its buffers go away now.
+		go func() {
+			if !s.probe(c, wc) {
+				// Not upgradable (already upgrading or upgraded, or closed), or the probe failed:
+				// like Node, the WebSocket is accepted and then closed, and the session carries on.
+				wc.close()
+				return
+			}
+			s.startReading(c, wc)
+		}()
+		return
+	}
+
+	c = newConn(s, newSID(), r, WebSocket)
+	// Queued before OnOpen can Send, as in Server.open.
+	c.out = append(c.out, frame{typ: typeOpen, data: openPacket(c.id, []string{}, s.opts)})
+	s.register(c)
+	// The 101 response, the open packet and whatever OnOpen queued leave in one write.
+	c.mu.Lock()
+	batch := c.takeLocked()
+	c.mu.Unlock()
+	resp = appendFrames(resp, batch)
+	err = wc.writeBlocking(resp)
+	putBuf(resp)
+	if err != nil {
+		c.fail("transport error")
+		conn.Close()
+		return
+	}
+	c.mu.Lock()
+	c.ws = wc
+	c.schedulePingLocked()
+	if len(c.out) > 0 {
+		c.kickLocked()
+	}
+	c.mu.Unlock()
+	s.log.Debug("engine open", "conn", c.id, "transport", WebSocket, "remote", r.RemoteAddr)
+	s.startReading(c, wc)
+}
+
+// acceptKey checks a WebSocket opening handshake (RFC 6455 §4.2.1) and returns the value of its
+// Sec-WebSocket-Accept. chorus answers the handshake itself so that the 101 response and the open
+// packet go out in one write.
+func acceptKey(r *http.Request) (string, bool) {
+	if r.Method != http.MethodGet || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") ||
+		!headerHasToken(r.Header, "Connection", "upgrade") || r.Header.Get("Sec-WebSocket-Version") != "13" {
+		return "", false
+	}
+	key := r.Header.Get("Sec-WebSocket-Key")
+	if raw, err := base64.StdEncoding.DecodeString(key); err != nil || len(raw) != 16 {
+		return "", false
+	}
+	h := sha1.New()
+	h.Write([]byte(key))
+	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+	return base64.StdEncoding.EncodeToString(h.Sum(nil)), true
+}
+
+// headerHasToken reports whether a comma-separated header (e.g. Connection: keep-alive, Upgrade)
+// has token, case-insensitively.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // readBufSize is the read buffer of a WebSocket connection: most messages and frame headers fit, and
@@ -270,16 +333,6 @@ func (e earlyFirst) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	return e.w.conn.Read(p)
-}
-
-// openWebSocket sends the open packet (queued first) of a session that started on WebSocket, and
-// whatever OnOpen sent after it.
-func (s *Server) openWebSocket(c *Conn, r *http.Request) {
-	c.mu.Lock()
-	c.schedulePingLocked()
-	c.kickLocked()
-	c.mu.Unlock()
-	s.log.Debug("engine open", "conn", c.id, "transport", WebSocket, "remote", r.RemoteAddr)
 }
 
 // probe runs the upgrade of a polling session: "2probe" → "3probe", the waiting GET is answered with
