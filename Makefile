@@ -28,7 +28,8 @@ check-fmt:
 vet:
 	$(GO) vet ./...
 
-test-go:
+# test-go needs node_modules: the Redis adapter's interop tests run the stock Node packages
+test-go: node_modules
 	$(GO) test -race -count=1 -timeout 10m ./...
 
 test-e2e: node_modules build
