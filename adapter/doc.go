@@ -27,7 +27,9 @@
 //
 // Each node subscribes with PSUBSCRIBE "P#N#*" (chorus escapes glob characters of P and N) and
 // SUBSCRIBE to the request and both response channels, over one connection for all namespaces.
-// A node's uid is random; a node ignores broadcasts and requests that carry its own uid.
+// A node's uid is random; a node ignores broadcasts and requests that carry its own uid, and, as
+// Node does, does not even decode a broadcast on a room's channel when none of its sockets is in
+// that room.
 //
 // A broadcast is msgpack (notepack.io) of the array [uid, packet, opts]:
 //

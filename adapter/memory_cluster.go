@@ -29,6 +29,15 @@ func (m *Memory) has(id string) bool {
 	return ok
 }
 
+// hasRoom reports whether a local socket is in room (a socket id is its own room).
+func (m *Memory) hasRoom(room string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, isRoom := m.rooms[room]
+	_, isSocket := m.sids[room]
+	return isRoom || isSocket
+}
+
 // allRooms returns every local room, own-id rooms included (as Node lists them).
 func (m *Memory) allRooms() []string {
 	m.mu.RLock()

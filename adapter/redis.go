@@ -42,6 +42,8 @@ const (
 	// backoffMin and backoffMax bound the wait between reconnection attempts (doubling).
 	backoffMin = 50 * time.Millisecond
 	backoffMax = time.Second
+	// flushTimeout bounds the publishing of what is still queued when the adapter closes.
+	flushTimeout = 2 * time.Second
 	// maxAckTimeout caps the wait for client acks of a broadcast another node asked for.
 	maxAckTimeout = 10 * time.Minute
 )
@@ -378,26 +380,34 @@ func (r *Redis) awaitRedis() {
 	}
 }
 
-// flush publishes what is queued when r closes, if Redis is up, within commandTimeout per batch.
+// flush publishes what is queued when r closes, if Redis is up, for at most flushTimeout; the
+// rest is dropped and counted.
 func (r *Redis) flush(batch []outMsg) {
+	deadline := time.Now().Add(flushTimeout)
 	for {
 		batch = r.fill(batch[:0])
 		if len(batch) == 0 {
 			return
 		}
-		if !r.Status().Up || !r.send(batch) {
-			for range batch {
-				r.dropped.Add(1)
+		if r.Status().Up && time.Now().Before(deadline) {
+			if r.send(batch) {
+				continue
 			}
-			for {
-				select {
-				case m := <-r.queue:
-					r.queuedBytes.Add(-int64(len(m.payload)))
-					r.dropped.Add(1)
-				default:
-					return
-				}
-			}
+			batch = batch[:0] // send counted it
+		}
+		break
+	}
+	for _, m := range batch {
+		r.queuedBytes.Add(-int64(len(m.payload)))
+	}
+	r.dropped.Add(uint64(len(batch)))
+	for {
+		select {
+		case m := <-r.queue:
+			r.queuedBytes.Add(-int64(len(m.payload)))
+			r.dropped.Add(1)
+		default:
+			return
 		}
 	}
 }
@@ -459,6 +469,10 @@ func (r *Redis) dispatch(m *redis.Message) {
 		return
 	case m.Pattern != "":
 		if !strings.HasPrefix(m.Channel, a.channel) || !strings.HasSuffix(m.Channel, "#") {
+			return
+		}
+		// As Node does: a broadcast to one room nobody here is in is not even decoded.
+		if room := m.Channel[len(a.channel) : len(m.Channel)-1]; room != "" && !a.hasRoom(room) {
 			return
 		}
 		a.onBroadcast([]byte(m.Payload))
