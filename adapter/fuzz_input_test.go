@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chorus-rt/chorus/internal/protocol"
 )
@@ -97,6 +100,36 @@ func FuzzAdapterInput(f *testing.F) {
 			if _, err := decodeMessage(m.payload); err != nil {
 				t.Fatalf("published %q on %s, which does not decode: %v", m.payload, m.channel, err)
 			}
+		}
+	})
+}
+
+// FuzzDispatch feeds any channel and payload to the subscriber's dispatch, as Redis would deliver
+// them to the namespace's pattern or channels.
+func FuzzDispatch(f *testing.F) {
+	for _, m := range nodeMessages(f) {
+		ch := strings.Replace(m.channel, "seed", "p", 1)
+		f.Add(m.kind == "broadcast", ch, m.payload)
+	}
+	f.Add(true, "p#/#", []byte{0x90})
+	f.Add(true, "p#/#room", []byte{0x90})
+	f.Add(true, "p#/##", []byte{0x90})
+	f.Fuzz(func(t *testing.T, pattern bool, channel string, payload []byte) {
+		r := offlineRedis()
+		r.patterns = make(map[string]*redisAdapter)
+		r.channels = make(map[string]route)
+		a := newRedisAdapter(r, &fakeNamespace{})
+		a.Join("s1", "s1", "room")
+		r.patterns[a.pattern] = a
+		r.channels[a.requestChannel] = route{a: a}
+		r.channels[a.responseChannel] = route{a: a, response: true}
+		m := &redis.Message{Channel: channel, Payload: string(payload)}
+		if pattern {
+			m.Pattern = a.pattern
+		}
+		r.dispatch(m)
+		for len(r.queue) > 0 {
+			<-r.queue
 		}
 	})
 }

@@ -468,12 +468,16 @@ func (r *Redis) dispatch(m *redis.Message) {
 	case a == nil:
 		return
 	case m.Pattern != "":
-		if !strings.HasPrefix(m.Channel, a.channel) || !strings.HasSuffix(m.Channel, "#") {
+		room, ok := strings.CutPrefix(m.Channel, a.channel)
+		if !ok {
 			return
 		}
-		// As Node does: a broadcast to one room nobody here is in is not even decoded.
-		if room := m.Channel[len(a.channel) : len(m.Channel)-1]; room != "" && !a.hasRoom(room) {
-			return
+		if room != "" {
+			// <channel><room>#. As Node does, a broadcast to a room nobody here is in is not even
+			// decoded.
+			if room, ok = strings.CutSuffix(room, "#"); !ok || !a.hasRoom(room) {
+				return
+			}
 		}
 		a.onBroadcast([]byte(m.Payload))
 	case rt.response:
