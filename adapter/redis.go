@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -451,7 +452,20 @@ func (r *Redis) subscriber() {
 	}
 }
 
+// dispatch hands m to its namespace's adapter. A panic while handling it (a bug: the decoders are
+// fuzzed) is logged with the message and counted as malformed; the other messages go on.
 func (r *Redis) dispatch(m *redis.Message) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.malformed.Add(1)
+			payload := m.Payload
+			if len(payload) > 256 {
+				payload = payload[:256] + "…"
+			}
+			r.log.Error("redis message handler panic", "channel", m.Channel, "payload", fmt.Sprintf("%q", payload),
+				"err", p, "stack", string(debug.Stack()))
+		}
+	}()
 	r.mu.RLock()
 	var (
 		a  *redisAdapter
