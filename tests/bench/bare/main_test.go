@@ -7,12 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/chorus-rt/chorus/tests/bench/loadgen"
 )
 
 // TestGeneratorAgainstBare runs the load generator against the bare server over the wire: connect,
 // join with acks, a publish fanned out to the other members in order, and a closed loop of joins.
 func TestGeneratorAgainstBare(t *testing.T) {
+	defer goleak.VerifyNone(t) // runs last: every reader and server goroutine must have ended
 	ts := httptest.NewServer(newServer(time.Minute).handler())
 	defer ts.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
