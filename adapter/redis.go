@@ -103,6 +103,8 @@ type Redis struct {
 	published atomic.Uint64
 	dropped   atomic.Uint64
 	malformed atomic.Uint64
+
+	lastDropLog atomic.Int64 // unix nanoseconds
 }
 
 type linkState uint8
@@ -285,7 +287,7 @@ func (r *Redis) publish(channel string, payload []byte) bool {
 	n := int64(len(payload))
 	if r.queuedBytes.Add(n) > queueBytes {
 		r.queuedBytes.Add(-n)
-		r.dropped.Add(1)
+		r.drop()
 		return false
 	}
 	select {
@@ -293,8 +295,21 @@ func (r *Redis) publish(channel string, payload []byte) bool {
 		return true
 	default:
 		r.queuedBytes.Add(-n)
-		r.dropped.Add(1)
+		r.drop()
 		return false
+	}
+}
+
+// drop counts a message the full queue refused. While Redis is up (it is slower than the
+// broadcasts), that is logged at most every 10 s; an outage has its own log line.
+func (r *Redis) drop() {
+	total := r.dropped.Add(1)
+	now, last := time.Now().UnixNano(), r.lastDropLog.Load()
+	if now-last < int64(10*time.Second) || !r.lastDropLog.CompareAndSwap(last, now) {
+		return
+	}
+	if r.Status().Up {
+		r.log.Warn("redis publish queue full: broadcasts to other nodes dropped", "dropped_total", total)
 	}
 }
 
