@@ -676,3 +676,44 @@ probe:
 		}
 	}
 }
+
+// TestClusterStartsWithoutRedis: a node whose Redis is not there yet serves its own clients, says
+// so once, and joins the cluster when Redis appears.
+func TestClusterStartsWithoutRedis(t *testing.T) {
+	t.Parallel()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := &redisServer{port: port, dir: t.TempDir()}
+	prefix := testPrefix(t)
+	a := newNode(t, "A", rs.url(), prefix, nil)
+	waitFor(t, "node A reports redis down", func() bool {
+		code, state, _ := readyz(t, a)
+		return code == 200 && state == "down"
+	})
+	a1, a2 := dial(t, a.url), dial(t, a.url)
+	join(t, a2, "room")
+	request(t, a1, "publish", map[string]any{"room": "room", "event": "local", "data": 1})
+	expect(t, a2, "local", "1")
+	if n, err := a.root().ServerCount(context.Background()); !errors.Is(err, adapter.ErrUnavailable) || n != 1 {
+		t.Fatalf("ServerCount without Redis = %d, %v", n, err)
+	}
+	if got, err := a.root().FetchSockets(context.Background(), adapter.BroadcastOptions{}); !errors.Is(err, adapter.ErrUnavailable) || len(got) != 2 {
+		t.Fatalf("FetchSockets without Redis = %d sockets, %v; want the 2 local ones and ErrUnavailable", len(got), err)
+	}
+
+	if err := rs.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rs.stop)
+	b := newNode(t, "B", rs.url(), prefix, nil)
+	waitServerCount(t, 2, a, b)
+	b1 := dial(t, b.url)
+	join(t, b1, "room")
+	request(t, a1, "publish", map[string]any{"room": "room", "event": "crossed", "data": 2})
+	expect(t, b1, "crossed", "2")
+	if down, back := a.logs.count(`"msg":"redis unreachable`), a.logs.count(`"msg":"redis reachable again`); down != 1 || back != 1 {
+		t.Errorf("node A logged the outage %d times and the return %d times, want once each", down, back)
+	}
+}

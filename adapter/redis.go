@@ -97,6 +97,7 @@ type Redis struct {
 
 	stateMu   sync.Mutex
 	state     linkState
+	current   atomic.Uint32 // state, for the fast path of setLink
 	since     time.Time
 	subOK     atomic.Bool // the subscriber has received something since its last failure
 	pubOK     atomic.Bool // the last publish or PING succeeded
@@ -525,7 +526,7 @@ func (r *Redis) setLink(sub, ok bool, err error) {
 	if sub {
 		flag = &r.subOK
 	}
-	if flag.Load() == ok {
+	if flag.Load() == ok && linkState(r.current.Load()) != linkConnecting {
 		return
 	}
 	r.stateMu.Lock()
@@ -542,6 +543,7 @@ func (r *Redis) setLink(sub, ok bool, err error) {
 	}
 	prev, downFor := r.state, time.Since(r.since)
 	r.state, r.since = next, time.Now()
+	r.current.Store(uint32(next))
 	switch {
 	case next == linkUp && prev == linkConnecting:
 		r.log.Info("redis connected", "addr", r.client.Options().Addr, "prefix", r.opts.Prefix, "uid", r.uid)
