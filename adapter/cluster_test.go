@@ -717,3 +717,123 @@ func TestClusterStartsWithoutRedis(t *testing.T) {
 		t.Errorf("node A logged the outage %d times and the return %d times, want once each", down, back)
 	}
 }
+
+// api calls the HTTP API of n and decodes its JSON answer.
+func api(t *testing.T, n *node, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, n.url+path, rd)
+	req.Header.Set("Authorization", "Bearer secret")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return res.StatusCode, out
+}
+
+// TestClusterHTTPAPI: GET /api/v1/sockets and POST /api/v1/disconnect on one node act on every
+// node's sockets.
+func TestClusterHTTPAPI(t *testing.T) {
+	t.Parallel()
+	nodes := cluster(t, sharedRedis(t).url(), 2)
+	a, b := nodes[0], nodes[1]
+	a1, b1, b2, b3 := dial(t, a.url), dial(t, b.url), dial(t, b.url), dial(t, b.url)
+	join(t, a1, "room")
+	join(t, b1, "room")
+	if c, ok := b.root().Socket(b1.ID); ok {
+		c.Set("user", "bee")
+	}
+
+	ids := func(res map[string]any) []string {
+		var out []string
+		for _, s := range res["sockets"].([]any) {
+			out = append(out, s.(map[string]any)["id"].(string))
+		}
+		return out
+	}
+	sorted := func(l ...string) []string { slices.Sort(l); return l }
+
+	code, res := api(t, a, "GET", "/api/v1/sockets?room=room", "")
+	if code != 200 || res["complete"] != true || !slices.Equal(ids(res), sorted(a1.ID, b1.ID)) {
+		t.Fatalf("GET sockets?room=room: %d %v", code, res)
+	}
+	for _, s := range res["sockets"].([]any) {
+		s := s.(map[string]any)
+		wantData := map[string]any{}
+		if s["id"] == b1.ID {
+			wantData = map[string]any{"user": "bee"}
+		}
+		if !slices.Equal(toStrings(s["rooms"]), sorted("room", s["id"].(string))) || !reflectEqual(s["data"], wantData) {
+			t.Errorf("socket %v", s)
+		}
+	}
+	if code, res := api(t, b, "GET", "/api/v1/sockets?namespace=/", ""); code != 200 || len(ids(res)) != 4 {
+		t.Fatalf("GET sockets (whole namespace): %d %v", code, res)
+	}
+
+	// By id on the other node, then by room, closing the connection.
+	if code, res := api(t, a, "POST", "/api/v1/disconnect", fmt.Sprintf(`{"sockets":[%q]}`, b2.ID)); code != 202 || res["ok"] != true || res["complete"] != true {
+		t.Fatalf("POST disconnect sockets: %d %v", code, res)
+	}
+	gone(t, b2)
+	if code, res := api(t, a, "POST", "/api/v1/disconnect", `{"namespace":"/","rooms":["room"],"close":true}`); code != 202 {
+		t.Fatalf("POST disconnect rooms: %d %v", code, res)
+	}
+	gone(t, a1)
+	gone(t, b1)
+	waitFor(t, "only b3 is left", func() bool {
+		_, res := api(t, a, "GET", "/api/v1/sockets", "")
+		return slices.Equal(ids(res), []string{b3.ID})
+	})
+
+	for _, tc := range []struct {
+		name, method, path, body, code string
+		status                         int
+	}{
+		{"sockets: wrong method", "POST", "/api/v1/sockets", "", "method_not_allowed", 405},
+		{"sockets: unknown namespace", "GET", "/api/v1/sockets?namespace=/nope", "", "unknown_namespace", 400},
+		{"sockets: empty room", "GET", "/api/v1/sockets?room=", "", "invalid_room", 400},
+		{"disconnect: wrong method", "GET", "/api/v1/disconnect", "", "method_not_allowed", 405},
+		{"disconnect: no target", "POST", "/api/v1/disconnect", `{"close":true}`, "invalid_target", 400},
+		{"disconnect: bad json", "POST", "/api/v1/disconnect", `{"rooms":"x"}`, "bad_json", 400},
+		{"disconnect: empty room", "POST", "/api/v1/disconnect", `{"rooms":[""]}`, "invalid_room", 400},
+		{"disconnect: unknown namespace", "POST", "/api/v1/disconnect", `{"namespace":"/nope","rooms":["r"]}`, "unknown_namespace", 400},
+	} {
+		code, res := api(t, a, tc.method, tc.path, tc.body)
+		if e, _ := res["error"].(map[string]any); code != tc.status || e == nil || e["code"] != tc.code {
+			t.Errorf("%s: %d %v, want %d %s", tc.name, code, res, tc.status, tc.code)
+		}
+	}
+}
+
+func toStrings(v any) []string {
+	var out []string
+	for _, s := range v.([]any) {
+		out = append(out, s.(string))
+	}
+	return out
+}
+
+func reflectEqual(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return bytes.Equal(x, y)
+}
+
+// gone waits until c's connection has ended, failing after 5 s.
+func gone(t *testing.T, c *siotest.Client) {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatalf("client %s is still connected", c.ID)
+	}
+}

@@ -26,6 +26,8 @@ type Options struct {
 func Handler(o Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/v1/emit", func(w http.ResponseWriter, r *http.Request) { emit(o, w, r) })
+	mux.HandleFunc("/api/v1/sockets", func(w http.ResponseWriter, r *http.Request) { sockets(o, w, r) })
+	mux.HandleFunc("/api/v1/disconnect", func(w http.ResponseWriter, r *http.Request) { disconnect(o, w, r) })
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not_found", "no such API route")
 	})

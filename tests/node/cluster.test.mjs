@@ -15,6 +15,7 @@ import { ack, binToHex, chorusOnly, connect, httpRequest, nextEvent, record, sta
 import { startRedis } from "./cluster/redis.mjs";
 
 const T = { timeout: 30_000 };
+const KEY = "cluster-test-key";
 
 describe("cluster over Redis", { skip: chorusOnly }, () => {
   let redis;
@@ -34,7 +35,7 @@ describe("cluster over Redis", { skip: chorusOnly }, () => {
   before(async () => {
     redis = await startRedis();
     prefix = unique("e2e");
-    const env = { CHORUS_REDIS_URL: redis.url, CHORUS_REDIS_PREFIX: prefix, CHORUS_LOG_LEVEL: "debug" };
+    const env = { CHORUS_REDIS_URL: redis.url, CHORUS_REDIS_PREFIX: prefix, CHORUS_LOG_LEVEL: "debug", CHORUS_API_KEY: KEY };
     [chorusA, chorusB] = await Promise.all([startServer({ env }), startServer({ env })]);
     // Both nodes subscribed: each request channel has two subscribers.
     const probe = await redisClient();
@@ -80,6 +81,30 @@ describe("cluster over Redis", { skip: chorusOnly }, () => {
     for (let i = 0; i < 2000; i++) sender.emit("publish", { room, event: "n", data: i });
     await waitFor(() => seen.length >= 2000, { timeout: 20_000, message: "2000 messages on node B" });
     assert.deepEqual(seen, Array.from({ length: 2000 }, (_, i) => i));
+  });
+
+  test("the HTTP API of one node emits to, lists and disconnects sockets of every node", T, async () => {
+    const room = unique();
+    const headers = { authorization: `Bearer ${KEY}`, "content-type": "application/json" };
+    const [c1, c2] = await Promise.all([connect(chorusA.url, TRANSPORTS.websocket), connect(chorusB.url, TRANSPORTS.polling)]);
+    for (const c of [c1, c2]) assert.deepEqual(await ack(c, "join", room), { ok: true });
+
+    const got = nextEvent(c2, "fromAPI");
+    const emitted = await httpRequest(`${chorusA.url}/api/v1/emit`, { method: "POST", headers, body: JSON.stringify({ rooms: [room], event: "fromAPI", data: 1 }) });
+    assert.equal(emitted.status, 202, emitted.text);
+    assert.deepEqual(await got, [1]);
+
+    const listed = await httpRequest(`${chorusB.url}/api/v1/sockets?namespace=/&room=${encodeURIComponent(room)}`, { headers });
+    assert.equal(listed.status, 200, listed.text);
+    assert.equal(listed.json.complete, true);
+    assert.deepEqual(listed.json.sockets, [c1, c2].map((c) => ({ id: c.id, rooms: [c.id, room].sort(), data: {} })).sort((a, b) => (a.id < b.id ? -1 : 1)));
+
+    const gone = nextEvent(c1, "disconnect");
+    const res = await httpRequest(`${chorusB.url}/api/v1/disconnect`, { method: "POST", headers, body: JSON.stringify({ sockets: [c1.id] }) });
+    assert.equal(res.status, 202, res.text);
+    assert.deepEqual(res.json, { ok: true, complete: true });
+    assert.deepEqual((await gone)[0], "io server disconnect");
+    assert.equal(c2.connected, true);
   });
 
   describe("with a Node socket.io server and @socket.io/redis-adapter", () => {
