@@ -837,3 +837,44 @@ func gone(t *testing.T, c *siotest.Client) {
 		t.Fatalf("client %s is still connected", c.ID)
 	}
 }
+
+// dialNsp connects c to namespace nsp of url.
+func dialNsp(t *testing.T, url, nsp string) *siotest.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := siotest.Dial(ctx, url, nsp, nil)
+	if err != nil {
+		t.Fatalf("dial %s%s: %v", url, nsp, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// TestClusterNamespaces: each namespace has its own channels; a dynamic namespace joins the cluster
+// when a node creates it.
+func TestClusterNamespaces(t *testing.T) {
+	t.Parallel()
+	rs := sharedRedis(t)
+	prefix := testPrefix(t)
+	withNamespaces := func(c *config.Config) {
+		c.Namespaces = []config.Namespace{{Name: "/chat"}, {Name: "/tenant-*"}}
+	}
+	a := newNode(t, "A", rs.url(), prefix, withNamespaces)
+	b := newNode(t, "B", rs.url(), prefix, withNamespaces)
+	waitServerCount(t, 2, a, b)
+	rootB := dial(t, b.url)
+	join(t, rootB, "room")
+	for _, nsp := range []string{"/chat", "/tenant-x"} {
+		sender, receiver := dialNsp(t, a.url, nsp), dialNsp(t, b.url, nsp)
+		join(t, receiver, "room")
+		nb, _ := b.srv.Lookup(nsp)
+		waitFor(t, "both nodes serve "+nsp, func() bool {
+			n, err := nb.ServerCount(context.Background())
+			return err == nil && n == 2
+		})
+		request(t, sender, "publish", map[string]any{"room": "room", "event": "inNsp", "data": nsp})
+		expect(t, receiver, "inNsp", fmt.Sprintf("%q", nsp))
+	}
+	quiet(t, a, rootB) // "/" got none of them
+}
