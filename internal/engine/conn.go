@@ -59,7 +59,8 @@ type Conn struct {
 	rest      []frame // the frames of the current POST not yet delivered
 	restart   func()  // starts a new WebSocket reader
 	upgrading bool
-	probed    bool // the upgrade's probe has been answered
+	probed    bool    // the upgrade's probe has been answered
+	probing   *wsConn // the WebSocket of the upgrade under way
 	// heartbeat
 	pingTimer    *time.Timer
 	timeoutTimer *time.Timer
@@ -99,14 +100,23 @@ func (c *Conn) Transport() string {
 // session is closed. The packets' Data must not be modified afterwards.
 func (c *Conn) Send(pkts ...Packet) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.state != stateOpen {
+		c.mu.Unlock()
 		return false
 	}
 	for _, p := range pkts {
 		c.out = append(c.out, frame{typ: typeMessage, data: p.Data, binary: p.Binary})
 	}
+	if c.transport == WebSocket && c.ws != nil && !c.flushing {
+		// A packet for one socket (an ack, a direct emit) is written at once on the caller's
+		// goroutine, without a hand-off to the writer pool; the write does not block (flushTurn).
+		c.flushing = true
+		c.mu.Unlock()
+		c.flushTurn(c.srv.writers)
+		return true
+	}
 	c.kickLocked()
+	c.mu.Unlock()
 	return true
 }
 
@@ -212,6 +222,11 @@ func (c *Conn) fail(reason string) {
 	}
 }
 
+// clientCloseLinger is how long a session the client closed waits for a poll that was on its way.
+// It only has to cover a GET sent together with the close; longer kept closed sessions in the table
+// (and made a drain wait for them).
+const clientCloseLinger = time.Second
+
 // closeByClient handles a close packet from the client. Over long-polling its poll GET may reach
 // the server just before or just after the POST that carries the close: either way it is answered
 // with a noop (as Node does), not left hanging nor refused.
@@ -230,7 +245,7 @@ func (c *Conn) closeByClient() {
 	if c.pollWake != nil {
 		c.wakePollLocked()
 	} else {
-		c.closeTimer = time.AfterFunc(c.srv.opts.PingTimeout, c.finish)
+		c.closeTimer = time.AfterFunc(clientCloseLinger, c.finish)
 	}
 	c.mu.Unlock()
 	c.notifyClose("transport close")

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // netpoll watches idle WebSocket connections for input with one epoll instance, so that an idle
@@ -214,4 +215,13 @@ func readNonBlocking(rc syscall.RawConn, b []byte) (n int, err error) {
 		n = 0
 	}
 	return n, err
+}
+
+// pendingInput returns the number of bytes in a socket's receive queue (FIONREAD), or -1.
+func pendingInput(fd uintptr) int {
+	var n int32
+	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&n))); errno != 0 {
+		return -1
+	}
+	return int(n)
 }

@@ -7,12 +7,9 @@ import (
 	"time"
 )
 
-// upgradePollWait is how long a poll that arrives after the upgrade probe waits for the upgrade to
-// finish. The stock client cannot send "5" until that poll returns, so the wait delays its upgrade
-// (100 ms, as in Node, added 100 ms to the first request of every polling client); a client that
-// sent "5" along with the probe has it read within microseconds, so a short wait still tells the
-// two apart.
-const upgradePollWait = 20 * time.Millisecond
+// upgradePollWait bounds how long a poll that arrives after the upgrade probe, while the client's
+// "5" is already on the WebSocket, waits for the upgrade to finish (Node's check runs every 100 ms).
+const upgradePollWait = 100 * time.Millisecond
 
 // servePoll answers a long-polling GET with the queued packets, waiting for some if there are none.
 func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
@@ -31,10 +28,11 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
 		return
 	}
 	c.polling = true
-	if len(c.out) == 0 && c.state == stateOpen && c.upgrading && c.probed {
-		// The client is pausing polling to finish an upgrade: its "5" may already be on the
-		// WebSocket. Wait a moment for it (upgradePollWait), then answer 400 if the session moved to
-		// WebSocket or a noop if not.
+	if len(c.out) == 0 && c.state == stateOpen && c.upgrading && c.probed && c.probing.hasInput() {
+		// The client is finishing an upgrade and its "5" is already on the WebSocket: wait for it
+		// (at most upgradePollWait) and answer 400 once the session has moved there, as Node does
+		// (it handles "2probe" and "5" in one go). When nothing is on the WebSocket yet, the client
+		// is waiting for this very poll before it sends "5": it gets a noop at once below.
 		wake := make(chan struct{})
 		c.pollWake = wake
 		c.mu.Unlock()
@@ -73,6 +71,14 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
 			return
 		}
 		c.mu.Lock()
+	}
+	if c.transport != Polling {
+		// The session moved to WebSocket while this poll waited: its packets go there.
+		c.polling = false
+		c.mu.Unlock()
+		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+		w.Write([]byte{typeNoop})
+		return
 	}
 	batch := c.takeLocked()
 	closing := c.state != stateOpen

@@ -294,13 +294,22 @@ func openPacket(sid string, upgrades []string, o Options) []byte {
 	return b
 }
 
-// Conns returns the open sessions.
+// Conns returns the open sessions (not those already closing).
 func (s *Server) Conns() []*Conn {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]*Conn, 0, len(s.conns))
+	all := make([]*Conn, 0, len(s.conns))
 	for _, c := range s.conns {
-		out = append(out, c)
+		all = append(all, c)
+	}
+	s.mu.RUnlock()
+	out := all[:0]
+	for _, c := range all {
+		c.mu.Lock()
+		open := c.state == stateOpen
+		c.mu.Unlock()
+		if open {
+			out = append(out, c)
+		}
 	}
 	return out
 }

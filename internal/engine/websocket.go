@@ -42,11 +42,12 @@ type wsConn struct {
 
 	// Reading through netpoll (wsread.go). The fields below are used only by the goroutine that
 	// holds reading.
-	poll    *pollHandle // guarded by wmu
-	reading atomic.Bool
-	partial []byte    // an incomplete frame
-	msgOp   ws.OpCode // the message being assembled from fragments, if any
-	msg     []byte
+	poll       *pollHandle // guarded by wmu
+	reading    atomic.Bool
+	probeAhead atomic.Bool // the upgrade probe was followed by input already read (hasInput)
+	partial    []byte      // an incomplete frame
+	msgOp      ws.OpCode   // the message being assembled from fragments, if any
+	msg        []byte
 
 	wmu       sync.Mutex
 	closeOnce sync.Once
@@ -194,12 +195,21 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 		return
 	}
 	var c *Conn
+	claimed := false
 	if sid != "" {
 		c = s.lookup(sid)
 		if c == nil {
 			writeError(w, codeUnknownSID, "")
 			return
 		}
+		// The upgrade is claimed now, on the handshake, as Node does: a second WebSocket for the
+		// same session, even one whose handshake lands first on another goroutine, is closed.
+		c.mu.Lock()
+		claimed = c.state == stateOpen && c.transport == Polling && !c.upgrading
+		if claimed {
+			c.upgrading = true
+		}
+		c.mu.Unlock()
 	} else if s.opts.AllowRequest != nil {
 		if err := s.opts.AllowRequest(r); err != nil {
 			writeError(w, codeForbidden, err.Error())
@@ -207,12 +217,21 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 		}
 	}
 	hj, ok := w.(http.Hijacker)
-	if !ok {
-		writeError(w, codeBadRequest, "")
-		return
+	var conn net.Conn
+	var brw *bufio.ReadWriter
+	var err error
+	if ok {
+		conn, brw, err = hj.Hijack()
 	}
-	conn, brw, err := hj.Hijack()
-	if err != nil {
+	if !ok || err != nil {
+		if claimed {
+			c.mu.Lock()
+			c.upgrading = false
+			c.mu.Unlock()
+		}
+		if !ok {
+			writeError(w, codeBadRequest, "")
+		}
 		s.log.Debug("websocket hijack failed", "err", err)
 		return
 	}
@@ -231,7 +250,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 		// The upgrade runs on a goroutine of its own too, so that net/http's goroutine, its deep
 		// stack and its buffers go away now.
 		go func() {
-			if !s.probe(c, wc) {
+			if !claimed || !s.probe(c, wc) {
 				// Not upgradable (already upgrading or upgraded, or closed), or the probe failed:
 				// like Node, the WebSocket is accepted and then closed, and the session carries on.
 				wc.close()
@@ -337,21 +356,19 @@ func (e earlyFirst) Read(p []byte) (int, error) {
 
 // probe runs the upgrade of a polling session: "2probe" → "3probe", the waiting GET is answered with
 // a noop so the client can pause polling, then "5" switches the session to WebSocket.
+// The caller has claimed the upgrade (c.upgrading).
 func (s *Server) probe(c *Conn, wc *wsConn) bool {
-	c.mu.Lock()
-	if c.state != stateOpen || c.transport != Polling || c.upgrading {
-		c.mu.Unlock()
-		return false
-	}
-	c.upgrading = true
-	c.mu.Unlock()
 	ok := false
+	c.mu.Lock()
+	c.probing = wc
+	c.mu.Unlock()
 	defer func() {
+		c.mu.Lock()
+		c.probing = nil
 		if !ok {
-			c.mu.Lock()
 			c.upgrading, c.probed = false, false
-			c.mu.Unlock()
 		}
+		c.mu.Unlock()
 	}()
 
 	wc.conn.SetReadDeadline(time.Now().Add(upgradeTimeout))
@@ -362,9 +379,16 @@ func (s *Server) probe(c *Conn, wc *wsConn) bool {
 	if err := wc.writeFrames([]frame{{typ: typePong, data: []byte("probe")}}); err != nil {
 		return false
 	}
+	ahead := wc.br.Buffered() > 0 // "5" came with the probe
+	wc.probeAhead.Store(ahead)
 	c.mu.Lock()
 	c.probed = true
-	c.wakePollLocked()
+	if !ahead {
+		// Answer the waiting poll so that the client can pause polling and send "5". If "5" came
+		// with the probe, the upgrade finishes first, as it does in Node, which handles both
+		// frames in one go: a poll then sees the session on WebSocket.
+		c.wakePollLocked()
+	}
 	c.mu.Unlock()
 
 	data, binary, err = wc.readMessage(s.opts.MaxPayload)
@@ -391,6 +415,17 @@ func (s *Server) probe(c *Conn, wc *wsConn) bool {
 	c.handler.OnUpgrade(WebSocket)
 	c.inMu.Unlock()
 	return true
+}
+
+// hasInput reports whether the client has sent something the server has not read yet (bytes in the
+// kernel's receive queue), or true if that cannot be told.
+func (w *wsConn) hasInput() bool {
+	if w == nil || w.rc == nil || w.probeAhead.Load() {
+		return true
+	}
+	n := -1
+	w.rc.Control(func(fd uintptr) { n = pendingInput(fd) })
+	return n != 0
 }
 
 // readWebSocket is the session's reader; it runs on the request's goroutine until the socket closes.

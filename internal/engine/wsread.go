@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/gobwas/ws"
 )
@@ -60,31 +61,60 @@ func (s *Server) startReading(c *Conn, wc *wsConn) {
 	go s.readWebSocket(c, wc)
 }
 
+// lingerIdle is how long the goroutine of a connection that was just active waits on Go's own
+// poller for more input before handing the connection back to netpoll and ending. A busy
+// connection (a client sending requests back to back) so costs no epoll re-arm and no new goroutine
+// per request, while an idle one still has no goroutine once it has been quiet this long.
+const lingerIdle = 200 * time.Millisecond
+
 // onReadable runs on a goroutine of its own when netpoll sees input: it reads what is there, delivers
-// the complete packets in order, and re-arms the connection. At most one runs per connection.
+// the complete packets in order, waits up to lingerIdle for more, and then re-arms the connection.
+// At most one runs per connection.
 func (s *Server) onReadable(c *Conn, wc *wsConn) {
 	if !wc.reading.CompareAndSwap(false, true) {
 		return
 	}
-	frames, err := wc.readAvailable(s.opts.MaxPayload)
-	if len(frames) > 0 {
-		c.inMu.Lock()
-		for i, f := range frames {
-			if !c.deliver(f, frames[i+1:]) {
-				return // handed over (ReleaseReader): the rest was delivered, the connection re-armed
+	for {
+		frames, err := wc.readAvailable(s.opts.MaxPayload)
+		if len(frames) > 0 {
+			c.inMu.Lock()
+			for i, f := range frames {
+				if !c.deliver(f, frames[i+1:]) {
+					return // handed over (ReleaseReader): the rest was delivered, the connection re-armed
+				}
 			}
+			c.inMu.Unlock()
 		}
-		c.inMu.Unlock()
-	}
-	if err != nil {
-		s.readFailed(c, wc, err)
-		return
+		if err != nil {
+			s.readFailed(c, wc, err)
+			return
+		}
+		if !wc.waitReadable(lingerIdle) {
+			break
+		}
 	}
 	wc.reading.Store(false)
 	if err := wc.pollHandle().rearm(); err != nil {
 		c.fail("transport close")
 		wc.close()
 	}
+}
+
+// waitReadable parks on Go's poller until the connection has input (true) or d has passed (false).
+// A readiness left over from input already read may wake it early; the caller then reads nothing
+// and waits again.
+func (w *wsConn) waitReadable(d time.Duration) bool {
+	w.conn.SetReadDeadline(time.Now().Add(d))
+	waited := false
+	err := w.rc.Read(func(uintptr) bool {
+		if !waited {
+			waited = true
+			return false // wait for readiness
+		}
+		return true
+	})
+	w.conn.SetReadDeadline(time.Time{})
+	return err == nil
 }
 
 // readFailed ends a session whose WebSocket input failed.
