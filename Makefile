@@ -4,7 +4,7 @@ BIN     ?= ./chorus
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/chorus-rt/chorus/internal/app.Version=$(VERSION)
 
-.PHONY: run build deps test test-go test-e2e check-fmt vet conformance bench load soak clean
+.PHONY: run build deps test test-go test-e2e check-fmt vet conformance bench load soak cluster clean
 
 ## run: install the front-end packages if missing, build, and run chorus on :3000
 run: node_modules build
@@ -40,6 +40,11 @@ test-e2e: node_modules build
 conformance:
 	$(GO) build -o conformance-server ./tests/conformance
 	tests/conformance/run.sh ./conformance-server
+
+## cluster: Redis, three chorus nodes and nginx with sticky routing on loopback, until Ctrl-C
+## (needs redis-server and nginx; README "Cluster (Redis)")
+cluster: node_modules build
+	CHORUS_BIN=$(BIN) node tests/node/cluster/run.mjs
 
 ## bench: chorus vs Node socket.io vs a bare WebSocket server, side by side, each on one core
 ## (tests/bench/README.md; about 15 minutes; BENCH_FLAGS=-quick for a 2–3 minute smoke run)
