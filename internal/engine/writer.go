@@ -64,21 +64,10 @@ func (w *writers) run() {
 
 // flushTurn writes what c has waiting, once; c goes back on the queue if more arrived meanwhile.
 func (c *Conn) flushTurn(w *writers) {
-	c.mu.Lock()
-	wc := c.ws
-	if len(c.out) == 0 || c.state == stateClosed || wc == nil {
-		c.flushing = false
-		closing := c.state == stateClosing
-		c.mu.Unlock()
-		if closing {
-			c.finish()
-		}
+	wc, batch := c.nextBatch()
+	if batch == nil {
 		return
 	}
-	batch := c.takeLocked()
-	c.inflight = len(batch)
-	c.mu.Unlock()
-
 	buf := appendFrames(getBuf(), batch)
 	c.recycle(batch)
 	n, err := wc.tryWrite(buf)
@@ -104,6 +93,28 @@ func (c *Conn) flushTurn(w *writers) {
 	}
 }
 
+// nextBatch takes what c has waiting for its WebSocket, for the one goroutine that writes it. When
+// there is nothing (or no socket), it ends that goroutine's turn instead: nil batch, flushing
+// cleared, and a closing session finished now that its output is out.
+func (c *Conn) nextBatch() (*wsConn, []frame) {
+	c.mu.Lock()
+	c.inflight = 0
+	wc := c.ws
+	if len(c.out) == 0 || c.state == stateClosed || wc == nil {
+		c.flushing = false
+		closing := c.state == stateClosing
+		c.mu.Unlock()
+		if closing {
+			c.finish()
+		}
+		return nil, nil
+	}
+	batch := c.takeLocked()
+	c.inflight = len(batch)
+	c.mu.Unlock()
+	return wc, batch
+}
+
 // flushSlow finishes a write that would have blocked, then writes the rest of the queue, blocking
 // (bounded by the write timeout), until it is empty. It runs only while the socket is slow.
 func (c *Conn) flushSlow(wc *wsConn, buf []byte, written int) {
@@ -114,20 +125,10 @@ func (c *Conn) flushSlow(wc *wsConn, buf []byte, written int) {
 	}
 	putBuf(buf)
 	for {
-		c.mu.Lock()
-		c.inflight = 0
-		if len(c.out) == 0 || c.state == stateClosed {
-			c.flushing = false
-			closing := c.state == stateClosing
-			c.mu.Unlock()
-			if closing {
-				c.finish()
-			}
+		_, batch := c.nextBatch()
+		if batch == nil {
 			return
 		}
-		batch := c.takeLocked()
-		c.inflight = len(batch)
-		c.mu.Unlock()
 		buf := appendFrames(getBuf(), batch)
 		c.recycle(batch)
 		err := wc.writeBlocking(buf)
