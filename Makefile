@@ -57,7 +57,8 @@ load:
 	tests/load/run.sh
 
 ## soak: 10 000 idle WebSocket connections held 10 minutes with a 2 s ping interval; fails on any
-## unexpected disconnect, goroutine drift or RSS growth over 10 % (SOAK_FLAGS to change)
+## unexpected disconnect, goroutines growing or not back to their count after, or RSS growth over
+## 10 % (SOAK_FLAGS to change)
 soak:
 	$(GO) run ./tests/soak $(SOAK_FLAGS)
 

@@ -1,5 +1,6 @@
 // Command soak holds many idle WebSocket connections on chorus for a long time with a short ping
-// interval and reports whether anything drifts: unexpected disconnects, RSS, goroutines, heap.
+// interval and reports whether anything drifts: unexpected disconnects, RSS, goroutines, heap. After
+// the connections leave, goroutines must be back to their count before any connection.
 //
 // It runs chorus in this process (so that goroutines and heap can be read exactly) and starts
 // itself again as a child process that holds the connections with the bench load generator, so the
@@ -19,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,6 +50,9 @@ func main() {
 	}
 }
 
+// warmUp comes before the first sample.
+const warmUp = 60 * time.Second
+
 type sample struct {
 	at         time.Duration
 	rssKB      int
@@ -72,6 +77,7 @@ func soak(n int, duration, ping, every time.Duration) error {
 	baseKB := rssKB() // the server before any connection
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	baseG := runtime.NumGoroutine()
 	child := exec.CommandContext(ctx, os.Args[0], "-client", ln.Addr().String(), "-conns", strconv.Itoa(n))
 	child.Stderr = os.Stderr
 	out, err := child.StdoutPipe()
@@ -86,7 +92,14 @@ func soak(n int, duration, ping, every time.Duration) error {
 	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "connected") {
 		return fmt.Errorf("the client did not connect: %q", lines.Text())
 	}
-	fmt.Printf("soak: %d connections held, ping interval %v, for %v\n", n, ping, duration)
+	fmt.Printf("soak: %d connections held, ping interval %v, for %v after a %v warm-up\n", n, ping, duration, warmUp)
+	// Steady state first: the first pings allocate each connection's timeout timer, and connections
+	// that answer keep a goroutine for a moment, so RSS climbs for a few ping intervals.
+	select {
+	case <-time.After(warmUp):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 
 	var samples []sample
 	begin := time.Now()
@@ -122,6 +135,13 @@ loop:
 		}
 	}
 	child.Wait()
+	// Every connection is gone: the goroutines must come back to what the server had before any
+	// (a connection that was just active keeps a goroutine for up to 200 ms, so the count while
+	// connections are held moves; this is the exact check).
+	leftG := runtime.NumGoroutine()
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end) && (srv.Sessions() > 0 || leftG != baseG); leftG = runtime.NumGoroutine() {
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	first, last := samples[0], samples[len(samples)-1]
 	maxRSS := first.rssKB
@@ -131,14 +151,23 @@ loop:
 	fmt.Printf("\nunexpected disconnects: %d\n", disconnects)
 	fmt.Printf("RSS: %d kB with no connection; %d kB at start, %d kB at end (%+.1f%%), %d kB at most; %.1f kB per connection\n",
 		baseKB, first.rssKB, last.rssKB, pct(first.rssKB, last.rssKB), maxRSS, float64(last.rssKB-baseKB)/float64(n))
-	fmt.Printf("goroutines: %d at start, %d at end\n", first.goroutines, last.goroutines)
+	maxG := first.goroutines
+	for _, s := range samples {
+		maxG = max(maxG, s.goroutines)
+	}
+	fmt.Printf("goroutines: %d before any connection, %d at start, %d at end, %d at most, %d after they left\n",
+		baseG, first.goroutines, last.goroutines, maxG, leftG)
 	fmt.Printf("heap in use: %d kB at start, %d kB at end (%+.1f%%)\n", first.heapKB, last.heapKB, pct(int(first.heapKB), int(last.heapKB)))
 	var problems []error
 	if disconnects != 0 {
 		problems = append(problems, fmt.Errorf("%d unexpected disconnects", disconnects))
 	}
-	if last.goroutines != first.goroutines {
-		problems = append(problems, fmt.Errorf("goroutines went from %d to %d", first.goroutines, last.goroutines))
+	if leftG != baseG {
+		pprof.Lookup("goroutine").WriteTo(os.Stderr, 1) // which ones stayed
+		problems = append(problems, fmt.Errorf("goroutines: %d before the connections, %d after they left", baseG, leftG))
+	}
+	if limit := first.goroutines + n/10 + 10; maxG > limit {
+		problems = append(problems, fmt.Errorf("goroutines grew from %d to %d while connections were held", first.goroutines, maxG))
 	}
 	if pct(first.rssKB, last.rssKB) > 10 {
 		problems = append(problems, fmt.Errorf("RSS grew %.1f%%", pct(first.rssKB, last.rssKB)))
