@@ -55,25 +55,34 @@ type emitRequest struct {
 	Volatile  bool            `json:"volatile"`
 }
 
-func emit(o Options, w http.ResponseWriter, r *http.Request) {
+// decodePost reads a POST's JSON body (at most o.MaxPayload bytes) into v; on any problem it answers
+// the request itself (405, 413, 400) and returns false.
+func decodePost(o Options, w http.ResponseWriter, r *http.Request, v any) bool {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
-		return
+		return false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, o.MaxPayload))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			WriteError(w, http.StatusRequestEntityTooLarge, "payload_too_large", "the body is larger than CHORUS_MAX_PAYLOAD")
-			return
+			return false
 		}
 		WriteError(w, http.StatusBadRequest, "bad_json", "could not read the body")
-		return
+		return false
 	}
-	req := emitRequest{Namespace: "/"}
-	if err := json.Unmarshal(body, &req); err != nil {
+	if err := json.Unmarshal(body, v); err != nil {
 		WriteError(w, http.StatusBadRequest, "bad_json", "the body must be a JSON object: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func emit(o Options, w http.ResponseWriter, r *http.Request) {
+	req := emitRequest{Namespace: "/"}
+	if !decodePost(o, w, r, &req) {
 		return
 	}
 	if req.Event == "" || sio.IsReserved(req.Event) {

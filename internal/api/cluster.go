@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -84,24 +83,8 @@ type disconnectRequest struct {
 // of rooms, and those with the given ids, are disconnected on every node; with close their whole
 // connections are closed.
 func disconnect(o Options, w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use POST")
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, o.MaxPayload))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			WriteError(w, http.StatusRequestEntityTooLarge, "payload_too_large", "the body is larger than CHORUS_MAX_PAYLOAD")
-			return
-		}
-		WriteError(w, http.StatusBadRequest, "bad_json", "could not read the body")
-		return
-	}
 	req := disconnectRequest{Namespace: "/"}
-	if err := json.Unmarshal(body, &req); err != nil {
-		WriteError(w, http.StatusBadRequest, "bad_json", "the body must be a JSON object: "+err.Error())
+	if !decodePost(o, w, r, &req) {
 		return
 	}
 	// A socket id is a room of its own: both select by room.
@@ -121,6 +104,6 @@ func disconnect(o Options, w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "unknown_namespace", "no namespace "+req.Namespace)
 		return
 	}
-	err = n.DisconnectSockets(r.Context(), adapter.BroadcastOptions{Rooms: targets}, req.Close)
+	err := n.DisconnectSockets(r.Context(), adapter.BroadcastOptions{Rooms: targets}, req.Close)
 	writeJSON(w, http.StatusAccepted, map[string]bool{"ok": true, "complete": !partial(o, err, "disconnect")})
 }
