@@ -80,6 +80,25 @@ func decodePost(o Options, w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
+// resolve checks the room names of a request and finds its namespace; on a problem it answers the
+// request itself (400 invalid_room or unknown_namespace) and returns false.
+func resolve(o Options, w http.ResponseWriter, namespace string, roomLists ...[]string) (*sio.Namespace, bool) {
+	for _, list := range roomLists {
+		for _, room := range list {
+			if rooms.ValidateName(room) != nil {
+				WriteError(w, http.StatusBadRequest, "invalid_room", rooms.ErrInvalidName.Error())
+				return nil, false
+			}
+		}
+	}
+	n, ok := o.Server.Lookup(namespace)
+	if !ok {
+		WriteError(w, http.StatusBadRequest, "unknown_namespace", "no namespace "+namespace)
+		return nil, false
+	}
+	return n, true
+}
+
 func emit(o Options, w http.ResponseWriter, r *http.Request) {
 	req := emitRequest{Namespace: "/"}
 	if !decodePost(o, w, r, &req) {
@@ -89,15 +108,8 @@ func emit(o Options, w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "invalid_event", "event must be a non-empty, non-reserved event name")
 		return
 	}
-	for _, room := range append(append([]string(nil), req.Rooms...), req.Except...) {
-		if rooms.ValidateName(room) != nil {
-			WriteError(w, http.StatusBadRequest, "invalid_room", rooms.ErrInvalidName.Error())
-			return
-		}
-	}
-	n, ok := o.Server.Lookup(req.Namespace)
+	n, ok := resolve(o, w, req.Namespace, req.Rooms, req.Except)
 	if !ok {
-		WriteError(w, http.StatusBadRequest, "unknown_namespace", "no namespace "+req.Namespace)
 		return
 	}
 	data := req.Data

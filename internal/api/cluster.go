@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/chorus-rt/chorus/adapter"
-	"github.com/chorus-rt/chorus/rooms"
 )
 
 // The cluster-wide routes: they act on the sockets of every node (with the Redis adapter) through
@@ -36,16 +35,10 @@ func sockets(o Options, w http.ResponseWriter, r *http.Request) {
 	}
 	var opts adapter.BroadcastOptions
 	if q.Has("room") {
-		room := q.Get("room")
-		if rooms.ValidateName(room) != nil {
-			WriteError(w, http.StatusBadRequest, "invalid_room", rooms.ErrInvalidName.Error())
-			return
-		}
-		opts.Rooms = []string{room}
+		opts.Rooms = []string{q.Get("room")}
 	}
-	n, ok := o.Server.Lookup(nsp)
+	n, ok := resolve(o, w, nsp, opts.Rooms)
 	if !ok {
-		WriteError(w, http.StatusBadRequest, "unknown_namespace", "no namespace "+nsp)
 		return
 	}
 	found, err := n.FetchSockets(r.Context(), opts)
@@ -93,15 +86,8 @@ func disconnect(o Options, w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "invalid_target", "give rooms or sockets to disconnect (never the whole namespace by default)")
 		return
 	}
-	for _, t := range targets {
-		if rooms.ValidateName(t) != nil {
-			WriteError(w, http.StatusBadRequest, "invalid_room", rooms.ErrInvalidName.Error())
-			return
-		}
-	}
-	n, ok := o.Server.Lookup(req.Namespace)
+	n, ok := resolve(o, w, req.Namespace, targets)
 	if !ok {
-		WriteError(w, http.StatusBadRequest, "unknown_namespace", "no namespace "+req.Namespace)
 		return
 	}
 	err := n.DisconnectSockets(r.Context(), adapter.BroadcastOptions{Rooms: targets}, req.Close)
