@@ -138,6 +138,8 @@ type Adapter interface {
 	Close() error
 	// Cluster operations (see Cluster).
 	Cluster
+	// Connection-state recovery (see Recovery).
+	Recovery
 }
 
 // Factory creates the adapter of a namespace when the namespace is created.

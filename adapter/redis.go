@@ -24,6 +24,8 @@ const (
 	DefaultPrefix = "socket.io"
 	// DefaultRequestTimeout is how long a cluster request waits for the other nodes by default.
 	DefaultRequestTimeout = 5 * time.Second
+	// DefaultStreamMaxLen is the stream's approximate length by default (Node's maxLen).
+	DefaultStreamMaxLen = 10_000
 
 	// queueMessages and queueBytes bound what waits to be published. Past either, a message is
 	// dropped and counted (RedisStatus.Dropped): broadcasting never waits for Redis.
@@ -60,6 +62,14 @@ type RedisOptions struct {
 	// RequestTimeout bounds how long a cluster request waits for the other nodes; 0 means
 	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
+	// Streams selects the Redis Streams mode of Node's @socket.io/redis-streams-adapter 0.3
+	// (streams.go) instead of the classic pub/sub one: broadcasts go through a stream (named
+	// Prefix, as Node's streamName) and sessions are kept in Redis, so that a client recovers its
+	// session on any node.
+	Streams bool
+	// StreamMaxLen is the approximate length the stream is trimmed to (XADD MAXLEN ~); 0 means
+	// DefaultStreamMaxLen.
+	StreamMaxLen int64
 	// Logger receives state changes (connected, unreachable, back) and malformed messages (debug);
 	// nil discards them.
 	Logger *slog.Logger

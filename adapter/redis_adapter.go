@@ -77,14 +77,16 @@ func (a *redisAdapter) Close() error {
 	if !a.detached {
 		a.r.release(a)
 	}
-	return nil
+	return a.Memory.Close()
 }
 
 // Broadcast delivers p to the local sockets and, unless opts.Local, publishes it for the other
 // nodes: on <prefix>#<nsp>#<room># when it goes to exactly one room, on <prefix>#<nsp># otherwise.
+// A packet for one socket of this node (Conn.Emit with recovery on goes through here to be
+// stamped and kept) stays here.
 func (a *redisAdapter) Broadcast(p *protocol.Packet, opts BroadcastOptions) {
 	a.Memory.Broadcast(p, opts)
-	if opts.Local || a.detached {
+	if opts.Local || a.detached || (len(opts.Rooms) == 1 && len(opts.Except) == 0 && a.has(opts.Rooms[0])) {
 		return
 	}
 	opts.Rooms, opts.Except = unique(opts.Rooms), unique(opts.Except)

@@ -94,6 +94,7 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 		var err error
 		cluster, err = adapter.NewRedis(adapter.RedisOptions{
 			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, RequestTimeout: cfg.RedisRequestTimeout, Logger: log,
+			Streams: cfg.RedisMode == "streams", StreamMaxLen: cfg.RedisStreamMaxLen,
 		})
 		if err != nil { // Run validates the configuration first, so only an unvalidated one gets here
 			log.Error("redis adapter disabled: this node serves its own clients only", "err", err)
@@ -114,7 +115,7 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 		Adapter: factory,
 		Logger:  log,
 	})
-	setupNamespaces(srv, cfg.Namespaces, log)
+	setupNamespaces(srv, cfg, log)
 
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", srv)
@@ -152,23 +153,42 @@ func readyRedis(w http.ResponseWriter, st adapter.RedisStatus) {
 	fmt.Fprintf(w, "degraded\nredis: %s since %s; serving local clients only (dropped %d messages so far)\n", st.State, since, st.Dropped)
 }
 
-// setupNamespaces installs the client protocol on "/" and on every configured namespace; names with
-// '*' become dynamic namespaces created on first use.
-func setupNamespaces(srv *sio.Server, cfgs []config.Namespace, log *slog.Logger) {
+// setupNamespaces installs the client protocol on "/" and on every configured namespace, and
+// connection-state recovery where it is on; names with '*' become dynamic namespaces created on
+// first use.
+func setupNamespaces(srv *sio.Server, cfg config.Config, log *slog.Logger) {
 	root := false
-	for _, nc := range cfgs {
+	for _, nc := range cfg.Namespaces {
 		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish}
+		setup := func(n *sio.Namespace) {
+			if r := nc.Recovery; r != nil && r.Enabled {
+				n.EnableRecovery(adapter.RecoveryOptions{MaxDisconnection: r.MaxDisconnection, MaxPackets: int(r.MaxPackets)})
+			}
+			namespaces.Register(n, policy, log)
+		}
 		if rooms.IsPattern(nc.Name) {
 			pattern := nc.Name
-			srv.NamespaceFunc(func(name string) bool { return rooms.Match(pattern, name) },
-				func(n *sio.Namespace) { namespaces.Register(n, policy, log) })
+			srv.NamespaceFunc(func(name string) bool { return rooms.Match(pattern, name) }, setup)
 			continue
 		}
-		root = root || nc.Name == "/"
-		namespaces.Register(srv.Namespace(nc.Name), policy, log)
+		n := srv.Namespace(nc.Name)
+		if nc.Name == "/" {
+			root = true
+			setupRoot(n, cfg)
+		}
+		setup(n)
 	}
 	if !root {
-		namespaces.Register(srv.Namespace("/"), rooms.Policy{}, log)
+		n := srv.Namespace("/")
+		setupRoot(n, cfg)
+		namespaces.Register(n, rooms.Policy{}, log)
+	}
+}
+
+// setupRoot turns recovery on for "/" as the recovery settings say.
+func setupRoot(n *sio.Namespace, cfg config.Config) {
+	if cfg.Recovery {
+		n.EnableRecovery(adapter.RecoveryOptions{MaxDisconnection: cfg.RecoveryMaxDisconnection, MaxPackets: int(cfg.RecoveryMaxPackets)})
 	}
 }
 

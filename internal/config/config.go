@@ -90,6 +90,36 @@ type Config struct {
 	// Default 5s. Flag -redis-request-timeout, env CHORUS_REDIS_REQUEST_TIMEOUT (Go duration).
 	RedisRequestTimeout time.Duration
 
+	// RedisMode is how the nodes of a Redis cluster talk: "pubsub" (Node's
+	// @socket.io/redis-adapter 8.x) or "streams" (Node's @socket.io/redis-streams-adapter
+	// 0.3: broadcasts in a Redis stream, sessions in Redis, so a client recovers its
+	// session on any node).
+	// Default "pubsub". Flag -redis-mode, env CHORUS_REDIS_MODE.
+	RedisMode string
+
+	// RedisStreamMaxLen is the approximate number of entries the stream keeps in
+	// streams mode (XADD MAXLEN ~, Node's maxLen option): a client whose missed
+	// broadcasts were trimmed starts a new session.
+	// Default 10000. Flag -redis-stream-maxlen, env CHORUS_REDIS_STREAM_MAXLEN.
+	RedisStreamMaxLen int64
+
+	// Recovery turns connection-state recovery on for namespace "/": a client whose
+	// connection drops and that reconnects within RecoveryMaxDisconnection gets its
+	// socket id, rooms and the events it missed back. Other namespaces set it in
+	// the file (namespaces[].recovery).
+	// Default true. Flag -recovery, env CHORUS_RECOVERY.
+	Recovery bool
+
+	// RecoveryMaxDisconnection is how long the session of a socket of "/" whose
+	// connection dropped waits for its client.
+	// Default 2m. Flag -recovery-max-disconnection, env CHORUS_RECOVERY_MAX_DISCONNECTION.
+	RecoveryMaxDisconnection time.Duration
+
+	// RecoveryMaxPackets caps the events "/" keeps in memory for recovery (the
+	// single-node and pubsub adapters; streams mode keeps them in Redis).
+	// Default 100000. Flag -recovery-max-packets, env CHORUS_RECOVERY_MAX_PACKETS.
+	RecoveryMaxPackets int64
+
 	// Namespaces configures namespaces and their room policies. It can only be
 	// set in the YAML file (key namespaces). Default none: only "/", any room.
 	Namespaces []Namespace
@@ -113,6 +143,20 @@ type Namespace struct {
 	// Publish lists the room patterns a client may publish to.
 	// nil (key absent or null) allows any room; an empty list allows none.
 	Publish []string `yaml:"publish"`
+	// Recovery configures connection-state recovery; nil (key absent) leaves it
+	// off. "/" takes it from the recovery settings instead.
+	Recovery *Recovery `yaml:"recovery"`
+}
+
+// Recovery is a namespace's connection-state recovery (key recovery of a
+// namespace: {enabled, max_disconnection, max_packets}).
+type Recovery struct {
+	// Enabled turns it on; a recovery mapping without the key enables it.
+	Enabled bool
+	// MaxDisconnection is how long a session waits for its client; 0 means 2m.
+	MaxDisconnection time.Duration
+	// MaxPackets caps the events kept in memory; 0 means 100000.
+	MaxPackets int64
 }
 
 // Default returns the configuration used when nothing is set.

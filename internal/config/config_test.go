@@ -30,6 +30,12 @@ func TestDefault(t *testing.T) {
 
 		RedisPrefix:         "socket.io",
 		RedisRequestTimeout: 5 * time.Second,
+		RedisMode:           "pubsub",
+		RedisStreamMaxLen:   10000,
+
+		Recovery:                 true,
+		RecoveryMaxDisconnection: 2 * time.Minute,
+		RecoveryMaxPackets:       100000,
 	}
 	if got := config.Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() = %+v\nwant %+v", got, want)
@@ -180,6 +186,11 @@ namespaces:
     publish: []
   - &base
     name: /open
+  - name: /live
+    recovery: {max_disconnection: 30s, max_packets: 500}
+  - name: /off
+    recovery:
+      enabled: false
 `)
 	c, err := config.Load([]string{"-config", path}, env(nil), &bytes.Buffer{})
 	if err != nil {
@@ -189,6 +200,8 @@ namespaces:
 		{Name: "/chat", Join: []string{"lobby", "team-*"}, Publish: []string{"team-*"}},
 		{Name: "/tenant-*", Join: nil, Publish: []string{}},
 		{Name: "/open"},
+		{Name: "/live", Recovery: &config.Recovery{Enabled: true, MaxDisconnection: 30 * time.Second, MaxPackets: 500}},
+		{Name: "/off", Recovery: &config.Recovery{Enabled: false}},
 	}
 	if !reflect.DeepEqual(c.Namespaces, want) {
 		t.Errorf("Namespaces = %#v\nwant %#v", c.Namespaces, want)
@@ -244,6 +257,20 @@ func TestLoadErrors(t *testing.T) {
 			name: "unknown namespace key",
 			file: "namespaces:\n  - name: /chat\n    rooms: [a]\n",
 			want: []string{`:3: namespaces: [0] rooms: unknown key`},
+		},
+		{
+			name: "bad recovery block",
+			file: "namespaces:\n  - name: /chat\n    recovery: {enabled: maybe, window: 1m, max_disconnection: soon}\n",
+			want: []string{
+				`namespaces: [0] recovery: enabled: invalid boolean "maybe"`,
+				`namespaces: [0] recovery: window: unknown key (want enabled, max_disconnection, max_packets)`,
+				`namespaces: [0] recovery: max_disconnection: invalid duration "soon"`,
+			},
+		},
+		{
+			name: "recovery not a mapping",
+			file: "namespaces:\n  - name: /chat\n    recovery: true\n",
+			want: []string{`namespaces: [0] recovery: want a mapping`},
 		},
 		{
 			name: "key given twice",
@@ -383,6 +410,30 @@ func TestValidate(t *testing.T) {
 				`namespaces: [3] "/x": name repeats namespaces[2]`,
 			},
 		},
+		{
+			name: "recovery problems",
+			change: func(c *config.Config) {
+				c.RedisMode = "streams"
+				c.RedisStreamMaxLen = 0
+				c.RecoveryMaxDisconnection = 0
+				c.RecoveryMaxPackets = -1
+				c.Namespaces = []config.Namespace{
+					{Name: "/", Recovery: &config.Recovery{Enabled: true}},
+					{Name: "/a", Recovery: &config.Recovery{Enabled: true, MaxDisconnection: -time.Second}},
+					{Name: "/b", Recovery: &config.Recovery{Enabled: true, MaxPackets: -2}},
+				}
+			},
+			want: []string{
+				"CHORUS_REDIS_MODE: streams needs a Redis server",
+				"CHORUS_REDIS_STREAM_MAXLEN: must be from 1 to 10000000, got 0",
+				"CHORUS_RECOVERY_MAX_DISCONNECTION: must be more than 0",
+				"CHORUS_RECOVERY_MAX_PACKETS: must be from 1 to 10000000, got -1",
+				`namespaces: [0] "/": recovery of / is set with the recovery settings`,
+				`namespaces: [1] "/a": recovery: max_disconnection must not be negative`,
+				`namespaces: [2] "/b": recovery: max_packets must be from 1`,
+			},
+		},
+		{name: "unknown redis mode", change: func(c *config.Config) { c.RedisMode = "cluster" }, want: []string{`CHORUS_REDIS_MODE: "cluster" is not one of pubsub, streams`}},
 		{name: "no transports", change: func(c *config.Config) { c.Transports = nil }, want: []string{`CHORUS_TRANSPORTS: need at least one`}},
 		{name: "empty addr", change: func(c *config.Config) { c.Addr = "" }, want: []string{`CHORUS_ADDR: "" is not host:port`}},
 		{name: "port out of range", change: func(c *config.Config) { c.Addr = ":70000" }, want: []string{`CHORUS_ADDR: port "70000"`}},
@@ -495,6 +546,8 @@ func TestEverySettingIsRead(t *testing.T) {
 		"transports": "websocket", "cors-origins": "*", "drain-timeout": "1s", "log-level": "debug",
 		"log-format": "json", "client-dir": "d", "check-config": "true",
 		"redis-url": "redis://127.0.0.1:6379/1", "redis-prefix": "p", "redis-request-timeout": "1s",
+		"redis-mode": "streams", "redis-stream-maxlen": "5", "recovery": "false",
+		"recovery-max-disconnection": "30s", "recovery-max-packets": "7",
 	}
 	empty := writeFile(t, "")
 	values["config"] = empty

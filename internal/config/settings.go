@@ -36,6 +36,8 @@ const (
 	maxPayloadLimit = 100_000_000
 	// maxPatternLen caps namespace names and room patterns, like room names.
 	maxPatternLen = 128
+	// maxCount caps the packet and stream-entry counts.
+	maxCount = 10_000_000
 )
 
 // spec is one setting: where it comes from, its default, its Config field and
@@ -147,6 +149,35 @@ var specs = []spec{
 		check: func(c *Config) error { return checkPositive(c.RedisRequestTimeout) },
 	},
 	{
+		flag: "redis-mode", env: "CHORUS_REDIS_MODE", key: "redis_mode", def: "pubsub",
+		help:  "how cluster nodes talk through Redis: pubsub (Node's @socket.io/redis-adapter) or streams (@socket.io/redis-streams-adapter; sessions recover on any node)",
+		field: func(c *Config) field { return (*stringField)(&c.RedisMode) },
+		check: func(c *Config) error { return checkRedisMode(c) },
+	},
+	{
+		flag: "redis-stream-maxlen", env: "CHORUS_REDIS_STREAM_MAXLEN", key: "redis_stream_maxlen", def: "10000",
+		help:  "streams mode: entries the Redis stream keeps, about (XADD MAXLEN ~, Node's maxLen)",
+		field: func(c *Config) field { return (*countField)(&c.RedisStreamMaxLen) },
+		check: func(c *Config) error { return checkCount(c.RedisStreamMaxLen, maxCount) },
+	},
+	{
+		flag: "recovery", env: "CHORUS_RECOVERY", key: "recovery", def: "true",
+		help:  "connection-state recovery on namespace `/`: a client that reconnects in time gets its id, rooms and missed events back (other namespaces: [docs/configuration.md](docs/configuration.md))",
+		field: func(c *Config) field { return (*boolField)(&c.Recovery) },
+	},
+	{
+		flag: "recovery-max-disconnection", env: "CHORUS_RECOVERY_MAX_DISCONNECTION", key: "recovery_max_disconnection", def: "2m",
+		help:  "how long the session of a dropped connection to `/` waits for its client",
+		field: func(c *Config) field { return (*durationField)(&c.RecoveryMaxDisconnection) },
+		check: func(c *Config) error { return checkPositive(c.RecoveryMaxDisconnection) },
+	},
+	{
+		flag: "recovery-max-packets", env: "CHORUS_RECOVERY_MAX_PACKETS", key: "recovery_max_packets", def: "100000",
+		help:  "most events `/` keeps in memory for recovery (also at most 64 MiB)",
+		field: func(c *Config) field { return (*countField)(&c.RecoveryMaxPackets) },
+		check: func(c *Config) error { return checkCount(c.RecoveryMaxPackets, maxCount) },
+	},
+	{
 		key:   "namespaces",
 		help:  "namespaces besides `/` and the rooms clients may join and publish to ([docs/configuration.md](docs/configuration.md)); none means only `/`, any room",
 		field: func(c *Config) field { return (*namespacesField)(&c.Namespaces) },
@@ -229,6 +260,20 @@ func (f *bytesField) set(s string) error {
 }
 func (f *bytesField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
 
+// countField is a whole number of things (packets, entries).
+type countField int64
+
+func (f *countField) kind() string { return "count" }
+func (f *countField) set(s string) error {
+	v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return fmt.Errorf("invalid count %q (want a whole number such as 10000)", s)
+	}
+	*f = countField(v)
+	return nil
+}
+func (f *countField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
+
 type boolField bool
 
 func (f *boolField) kind() string { return kindBool }
@@ -287,7 +332,7 @@ func (f *namespacesField) set(s string) error {
 	return nil
 }
 
-// setYAML reads a list of {name, join, publish}. Every problem is reported, each
+// setYAML reads a list of {name, join, publish, recovery}. Every problem is reported, each
 // naming the entry's index.
 func (f *namespacesField) setYAML(n *yaml.Node) error {
 	if isNull(n) {
@@ -295,14 +340,14 @@ func (f *namespacesField) setYAML(n *yaml.Node) error {
 		return nil
 	}
 	if n.Kind != yaml.SequenceNode {
-		return errors.New("want a list of {name, join, publish}")
+		return errors.New("want a list of {name, join, publish, recovery}")
 	}
 	l := make([]Namespace, 0, len(n.Content))
 	var errs []error
 	for i, item := range n.Content {
 		item = resolve(item)
 		if item.Kind != yaml.MappingNode {
-			errs = append(errs, lineError{item.Line, fmt.Errorf("[%d]: want a mapping with keys name, join, publish", i)})
+			errs = append(errs, lineError{item.Line, fmt.Errorf("[%d]: want a mapping with keys name, join, publish, recovery", i)})
 			continue
 		}
 		var ns Namespace
@@ -319,18 +364,58 @@ func (f *namespacesField) setYAML(n *yaml.Node) error {
 				ns.Join, err = patterns(v)
 			case k.Value == "publish":
 				ns.Publish, err = patterns(v)
+			case k.Value == "recovery":
+				ns.Recovery, err = recovery(v)
 			default:
-				err = errors.New("unknown key (want name, join, publish)")
+				err = errors.New("unknown key (want name, join, publish, recovery)")
 			}
 			seen[k.Value] = true
-			if err != nil {
-				errs = append(errs, lineError{k.Line, fmt.Errorf("[%d] %s: %w", i, k.Value, err)})
+			for _, err := range flatten(err) {
+				line := k.Line
+				if le, ok := err.(lineError); ok {
+					line, err = le.line, le.err
+				}
+				errs = append(errs, lineError{line, fmt.Errorf("[%d] %s: %w", i, k.Value, err)})
 			}
 		}
 		l = append(l, ns)
 	}
 	*f = l
 	return errors.Join(errs...)
+}
+
+// recovery reads {enabled, max_disconnection, max_packets}; null leaves recovery off.
+func recovery(n *yaml.Node) (*Recovery, error) {
+	if isNull(n) {
+		return nil, nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return nil, errors.New("want a mapping such as {enabled: true, max_disconnection: 2m, max_packets: 100000}")
+	}
+	r := &Recovery{Enabled: true}
+	seen := make(map[string]bool)
+	var errs []error
+	for j := 0; j+1 < len(n.Content); j += 2 {
+		k, v := n.Content[j], resolve(n.Content[j+1])
+		var err error
+		switch {
+		case seen[k.Value]:
+			err = errors.New("given twice")
+		case k.Value == "enabled":
+			err = (*boolField)(&r.Enabled).setYAML(v)
+		case k.Value == "max_disconnection":
+			err = (*durationField)(&r.MaxDisconnection).setYAML(v)
+		case k.Value == "max_packets":
+			err = (*countField)(&r.MaxPackets).setYAML(v)
+		default:
+			err = errors.New("unknown key (want enabled, max_disconnection, max_packets)")
+		}
+		seen[k.Value] = true
+		if err != nil {
+			errs = append(errs, lineError{k.Line, fmt.Errorf("%s: %w", k.Value, err)})
+		}
+	}
+	return r, errors.Join(errs...)
 }
 
 // patterns reads a list of room patterns. null means "any room" (nil) and []

@@ -147,6 +147,16 @@ func checkNamespaces(nss []Namespace) error {
 		} else {
 			seen[ns.Name] = i
 		}
+		if r := ns.Recovery; r != nil {
+			switch {
+			case ns.Name == "/":
+				bad("recovery of / is set with the recovery settings (CHORUS_RECOVERY, CHORUS_RECOVERY_MAX_DISCONNECTION, CHORUS_RECOVERY_MAX_PACKETS), not here")
+			case r.MaxDisconnection < 0:
+				bad("recovery: max_disconnection must not be negative, got %s", r.MaxDisconnection)
+			case r.MaxPackets < 0 || r.MaxPackets > maxCount:
+				bad("recovery: max_packets must be from 1 to %d, got %d", maxCount, r.MaxPackets)
+			}
+		}
 		for _, list := range []struct {
 			key      string
 			patterns []string
@@ -190,4 +200,21 @@ func redactURL(u string) string {
 		}
 	}
 	return u
+}
+
+func checkCount(n, limit int64) error {
+	if n < 1 || n > limit {
+		return fmt.Errorf("must be from 1 to %d, got %d", limit, n)
+	}
+	return nil
+}
+
+func checkRedisMode(c *Config) error {
+	if err := checkOneOf(c.RedisMode, "pubsub", "streams"); err != nil {
+		return err
+	}
+	if c.RedisMode == "streams" && c.RedisURL == "" {
+		return errors.New("streams needs a Redis server: set CHORUS_REDIS_URL")
+	}
+	return nil
 }

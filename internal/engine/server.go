@@ -56,6 +56,15 @@ type Handler interface {
 	OnClose(reason string)
 }
 
+// HeartbeatHandler is implemented by Handlers that want to know what the client has received.
+// BeforePing runs just before each ping is queued, on the heartbeat timer's goroutine; OnPong runs
+// when the client answers that ping, on the reader. Output leaves in queue order, so a pong tells
+// that the client received everything queued before BeforePing returned.
+type HeartbeatHandler interface {
+	BeforePing()
+	OnPong()
+}
+
 // Server is an http.Handler for the Engine.IO endpoint (mount it at /socket.io/).
 type Server struct {
 	opts     Options

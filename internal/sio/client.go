@@ -158,7 +158,16 @@ func (cl *client) connect(p *protocol.Packet) {
 			return
 		}
 	}
+	if n.recovery != nil {
+		if pid, offset, ok := recoveryAuth(h.Auth); ok && cl.recover(n, h, pid, offset) {
+			return
+		}
+	}
 	c := newConn(newSocketID(), n, cl, h)
+	if n.recovery != nil {
+		c.pid = newSocketID()
+		c.from = n.adapter.Head() // before the socket is reachable: nothing after it was sent yet
+	}
 	cl.mu.Lock()
 	if cl.closed {
 		cl.mu.Unlock()
@@ -168,10 +177,7 @@ func (cl *client) connect(p *protocol.Packet) {
 	cl.mu.Unlock()
 	cl.stopConnectTimer()
 	n.add(c)
-	data, _ := json.Marshal(struct {
-		SID string `json:"sid"`
-	}{c.id})
-	c.send(&protocol.Packet{Type: protocol.Connect, Nsp: n.name, Data: data})
+	c.send(connectPacket(n.name, c.id, c.pid))
 	cl.srv.log.Info("connect", "sid", c.id, "nsp", n.name, "transport", cl.conn.Transport(), "remote", req.RemoteAddr, "conn", cl.conn.ID())
 	for _, f := range n.onConnect {
 		f(c)

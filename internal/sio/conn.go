@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chorus-rt/chorus/adapter"
 	"github.com/chorus-rt/chorus/internal/protocol"
 )
 
@@ -36,11 +37,23 @@ type Conn struct {
 	client    *client
 	handshake *Handshake
 
+	// pid is the private session id of connection-state recovery ("" when it is off);
+	// recovered says that this socket took over a session (recovery.go).
+	pid       string
+	recovered bool
+
 	mu        sync.Mutex
 	connected bool
 	data      map[string]any
 	ackID     uint64
 	acks      map[uint64]chan *Message
+	// With recovery: from is the offset before which the client has received every packet sent
+	// to it (adapter.Session.From); pingHead, the adapter's head when the unanswered ping was
+	// queued. kicked: the server disconnected the socket on purpose, so no session is kept.
+	from     string
+	pingHead string
+	kicked   bool
+	gone     chan struct{} // closed once onClose has finished
 
 	// Handlers run one at a time in arrival order: on the connection's reader when the socket is
 	// idle, and events that arrive while one runs wait here.
@@ -62,7 +75,7 @@ type queued struct {
 }
 
 func newConn(id string, n *Namespace, cl *client, h *Handshake) *Conn {
-	c := &Conn{id: id, nsp: n, client: cl, handshake: h, connected: true}
+	c := &Conn{id: id, nsp: n, client: cl, handshake: h, connected: true, gone: make(chan struct{})}
 	return c
 }
 
@@ -131,11 +144,17 @@ func (c *Conn) Rooms() []string {
 	return r
 }
 
-// Emit sends event with args to this socket only.
+// Emit sends event with args to this socket only. With recovery on, it goes through the adapter,
+// as in Node, to be stamped with an offset and kept: a client that recovers its session gets it
+// even if it was emitted while the connection was down.
 func (c *Conn) Emit(event string, args ...any) error {
 	p, err := eventPacket(c.nsp.name, event, args)
 	if err != nil {
 		return err
+	}
+	if c.pid != "" {
+		c.nsp.adapter.Broadcast(p, adapter.BroadcastOptions{Rooms: []string{c.id}})
+		return nil
 	}
 	c.send(p)
 	return nil
@@ -192,6 +211,9 @@ func (c *Conn) send(p *protocol.Packet) {
 // Disconnect removes the socket from its namespace, telling the client (which then does not reconnect
 // by itself); with closeConn the whole connection is closed too.
 func (c *Conn) Disconnect(closeConn bool) {
+	c.mu.Lock()
+	c.kicked = true
+	c.mu.Unlock()
 	if closeConn {
 		c.send(&protocol.Packet{Type: protocol.Disconnect, Nsp: c.nsp.name})
 		c.client.conn.Close("forced server close")
@@ -316,7 +338,8 @@ func (c *Conn) run(h handlerFunc, q queued) (resp any, err error) {
 	return h(context.Background(), c, q.msg)
 }
 
-// onClose finishes a socket that has left its namespace: rooms, pending acks, hooks, log.
+// onClose finishes a socket that has left its namespace: session (with recovery), rooms, pending
+// acks, hooks, log. It runs once; later calls return at once.
 func (c *Conn) onClose(reason string) {
 	c.mu.Lock()
 	if !c.connected {
@@ -324,6 +347,10 @@ func (c *Conn) onClose(reason string) {
 		return
 	}
 	c.connected = false
+	defer close(c.gone)
+	if c.pid != "" && !c.kicked && recoverableReason(reason) {
+		c.persistLocked()
+	}
 	c.nsp.adapter.LeaveAll(c.id)
 	acks := c.acks
 	c.acks = nil

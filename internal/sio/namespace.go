@@ -32,9 +32,11 @@ type Namespace struct {
 	onConnect    []func(*Conn)
 	onDisconnect []func(*Conn, string)
 	serverSide   serverSide // handlers of events from other nodes (cluster.go)
+	recovery     *adapter.RecoveryOptions // nil: connection-state recovery is off (recovery.go)
 
 	mu      sync.RWMutex
 	sockets map[string]*Conn
+	byPID   map[string]*Conn // with recovery: the sockets by private session id
 }
 
 func newNamespace(s *Server, name string) *Namespace {
@@ -156,15 +158,27 @@ func encodePacket(p *protocol.Packet) []engine.Packet {
 	return pkts
 }
 
-func (n *Namespace) add(c *Conn) {
+// add makes c reachable: in the namespace's sockets, and in rooms (its own-id room always).
+func (n *Namespace) add(c *Conn, rooms ...string) {
 	n.mu.Lock()
 	n.sockets[c.id] = c
+	if c.pid != "" {
+		if n.byPID == nil {
+			n.byPID = make(map[string]*Conn)
+		}
+		n.byPID[c.pid] = c
+	}
 	n.mu.Unlock()
-	n.adapter.Join(c.id, c.id)
+	n.adapter.Join(c.id, append(rooms, c.id)...)
 }
 
 func (n *Namespace) remove(c *Conn) {
 	n.mu.Lock()
-	delete(n.sockets, c.id)
+	if n.sockets[c.id] == c {
+		delete(n.sockets, c.id)
+	}
+	if c.pid != "" && n.byPID[c.pid] == c {
+		delete(n.byPID, c.pid)
+	}
 	n.mu.Unlock()
 }

@@ -45,13 +45,15 @@ export const unique = (prefix = "r") => `${prefix}-${process.pid}-${++uniqueCoun
 
 /**
  * Starts the server under test on 127.0.0.1 with a free port.
- * @param {{env?: Record<string,string>, args?: string[], namespaces?: string[]}} [opts] env: CHORUS_*
- *   variables; args: chorus flags (ignored by the reference server, which has no flags); namespaces:
- *   besides "/", exact names or patterns with "*" (chorus: a -config file; reference: CHORUS_NAMESPACES).
+ * @param {{env?: Record<string,string>, args?: string[], namespaces?: string[], config?: string}} [opts]
+ *   env: CHORUS_* variables; args: chorus flags (ignored by the reference server, which has no
+ *   flags); namespaces: besides "/", exact names or patterns with "*" (chorus: a -config file;
+ *   reference: CHORUS_NAMESPACES); config: a whole YAML configuration file (chorus only; instead of
+ *   namespaces).
  * @returns {Promise<{url: string, port: number, proc: import("node:child_process").ChildProcess,
  *   logs: object[], exited: Promise<{code: number|null, signal: string|null}>, stop: () => Promise<void>}>}
  */
-export async function startServer({ env = {}, args = [], namespaces = [] } = {}) {
+export async function startServer({ env = {}, args = [], namespaces = [], config } = {}) {
   // Only the CHORUS_* variables the test asks for: nothing inherited from the caller's shell.
   const childEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CHORUS_")));
   Object.assign(childEnv, env);
@@ -65,12 +67,15 @@ export async function startServer({ env = {}, args = [], namespaces = [] } = {})
   } else {
     cmd = path.resolve(repoRoot, process.env.CHORUS_BIN || "./chorus");
     cmdArgs = ["-addr", "127.0.0.1:0", "-log-format", "json", ...args];
-    if (namespaces.length) {
+    if (namespaces.length && config === undefined) {
       // Namespaces come only from the configuration file (docs/configuration.md).
+      config = `namespaces:\n${namespaces.map((n) => `  - name: ${JSON.stringify(n)}\n`).join("")}`;
+    }
+    if (config !== undefined) {
       const dir = mkdtempSync(path.join(os.tmpdir(), "chorus-e2e-"));
       tempDirs.add(dir);
       const file = path.join(dir, "chorus.yaml");
-      writeFileSync(file, `namespaces:\n${namespaces.map((n) => `  - name: ${JSON.stringify(n)}\n`).join("")}`);
+      writeFileSync(file, config);
       cmdArgs.push("-config", file);
     }
   }
