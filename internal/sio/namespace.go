@@ -31,7 +31,7 @@ type Namespace struct {
 	handlers     map[string]handlerFunc
 	onConnect    []func(*Conn)
 	onDisconnect []func(*Conn, string)
-	serverSide   serverSide // handlers of events from other nodes (cluster.go)
+	serverSide   serverSide               // handlers of events from other nodes (cluster.go)
 	recovery     *adapter.RecoveryOptions // nil: connection-state recovery is off (recovery.go)
 
 	mu      sync.RWMutex
