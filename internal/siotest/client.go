@@ -41,8 +41,8 @@ type Client struct {
 	// off); Recovered says that the server restored the session the auth's pid named.
 	PID       string
 	Recovered bool
-	conn net.Conn
-	rw   io.ReadWriter
+	conn      net.Conn
+	rw        io.ReadWriter
 
 	wmu sync.Mutex
 
