@@ -52,6 +52,10 @@ type Namespace interface {
 	// are its arguments as JSON. ack is nil when the sender expects no answer; otherwise the
 	// namespace calls it at most once, from any goroutine, with its answer.
 	OnServerSideEmit(event string, args []json.RawMessage, ack func(reply json.RawMessage))
+	// ReleaseSession ends the local socket whose recovery session is pid, if any, as if its
+	// connection had dropped, so that its session is kept: its client has come back on another
+	// node before this one noticed. It may block until the session is handed to the adapter.
+	ReleaseSession(pid string)
 }
 
 // Value is one value as it travels between nodes: JSON in which binary parts are Socket.IO

@@ -190,6 +190,10 @@ func (a *streamsAdapter) onMessage(m *clusterMessage, offset string) {
 		})
 	case msgFetchSocketsResponse, msgServerSideEmitResponse, msgBroadcastClientCount, msgBroadcastAck:
 		a.onResponse(m)
+	case msgReleaseSession:
+		if d.PID != "" && a.rec.Load() != nil {
+			go a.nsp.ReleaseSession(d.PID) // it waits for the socket to leave: not on the subscriber
+		}
 	default:
 		// heartbeats and adapter close (ClusterAdapterWithHeartbeat), later types: nothing to do
 	}
@@ -517,6 +521,14 @@ func (a *streamsAdapter) RestoreSession(ctx context.Context, pid, offset string,
 	}
 	st := a.r.streams
 	raw, err := a.takeSession(ctx, pid)
+	if err == nil && raw == "" {
+		// Not kept (yet): the node the client was on may not have noticed that its connection
+		// dropped, or not written the session yet. Ask it to let the socket go, and wait a little.
+		a.publishRequest(msgReleaseSession, 1, func(e *msgEncoder) {
+			e.str("pid")
+			e.str(pid)
+		})
+	}
 	for i := 0; err == nil && raw == "" && i < len(sessionGrace); i++ {
 		select {
 		case <-ctx.Done():

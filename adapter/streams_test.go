@@ -175,6 +175,34 @@ func TestStreamsRecoveryWithoutOffset(t *testing.T) {
 	quiet(t, a, back)
 }
 
+// A client that comes back on B while A still holds its socket (A has not noticed the old
+// connection is dead): B asks A to let the session go, and the client recovers on B.
+func TestStreamsRecoveryBeforeTheOldNodeNoticed(t *testing.T) {
+	t.Parallel()
+	nodes, _ := streamsNodes(t, sharedRedis(t), 2, nil)
+	a, b := nodes[0], nodes[1]
+	sender := dial(t, a.url)
+	old := dial(t, a.url)
+	join(t, old, "held")
+	publish(t, sender, "held", "m", 1)
+	ev := next(t, old)
+	back := dialAuth(t, b.url, map[string]string{"pid": old.PID, "offset": ev.Offset})
+	if !back.Recovered || back.ID != old.ID {
+		t.Fatalf("recovered %v id %s, want %s", back.Recovered, back.ID, old.ID)
+	}
+	select {
+	case <-old.Done(): // A closed the old connection
+	case <-time.After(5 * time.Second):
+		t.Fatal("A kept the old connection")
+	}
+	if _, ok := a.root().Socket(old.ID); ok {
+		t.Fatal("A still has the socket")
+	}
+	publish(t, sender, "held", "m", 2)
+	expect(t, back, "m", "2")
+	quiet(t, a, back)
+}
+
 // When what a client missed has been trimmed from the stream, it gets a new session; so it does
 // with a pid nobody knows.
 func TestStreamsRecoveryTrimmed(t *testing.T) {

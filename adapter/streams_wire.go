@@ -29,6 +29,10 @@ const (
 	msgBroadcastClientCount   = 11
 	msgBroadcastAck           = 12
 	msgAdapterClose           = 13
+	// msgReleaseSession is chorus's own (Node's adapters ignore types they do not know): a node
+	// that is asked to restore a session it cannot find asks the others to end the socket that
+	// still holds it (socket.io has no such message).
+	msgReleaseSession = 101
 )
 
 // clusterMessage is a ClusterMessage or ClusterResponse: {uid, nsp, type, data}.
@@ -50,6 +54,7 @@ type clusterData struct {
 	Close       bool            `json:"close"`
 	Sockets     json.RawMessage `json:"sockets"`
 	ClientCount *int            `json:"clientCount"`
+	PID         string          `json:"pid"` // msgReleaseSession
 }
 
 // decodeClusterMessage decodes a message of the public or a private channel: msgpack of the whole

@@ -105,6 +105,18 @@ func (c *Conn) takeOver() {
 	<-c.gone
 }
 
+// ReleaseSession implements adapter.Namespace: the socket holding session pid, if any, leaves as
+// if its connection had dropped (its client is back on another node), and its session is kept.
+func (n *Namespace) ReleaseSession(pid string) {
+	n.mu.RLock()
+	c := n.byPID[pid]
+	n.mu.RUnlock()
+	if c != nil {
+		n.srv.log.Info("session released to another node", "sid", c.id, "nsp", n.name)
+		c.takeOver()
+	}
+}
+
 // recoveryAuth returns the pid and offset of a CONNECT's auth, if it carries a pid.
 func recoveryAuth(auth json.RawMessage) (pid, offset string, ok bool) {
 	var a struct {
