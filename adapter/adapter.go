@@ -26,7 +26,9 @@ type Namespace interface {
 	// Name is the namespace's name, e.g. "/" or "/tenant-a".
 	Name() string
 	// Deliver sends p to the local sockets with the given ids; ids of sockets that are gone are
-	// skipped. It is called on the broadcaster's goroutine and must not block on slow sockets.
+	// skipped. p.Offset, when set, is the recovery offset every recipient gets with it. It is
+	// called on the broadcaster's goroutine (in streams mode, on the stream reader's or the
+	// publisher's) and must not block on slow sockets.
 	Deliver(p *protocol.Packet, ids []string, volatile bool)
 
 	// The methods below carry out cluster operations on this node's sockets. The adapter selects

@@ -79,7 +79,8 @@ type Config struct {
 	// Default "". Flag -redis-url, env CHORUS_REDIS_URL.
 	RedisURL string
 
-	// RedisPrefix starts every Redis channel name (Node's `key` option); every node
+	// RedisPrefix starts every Redis channel name (Node's `key` option; in streams
+	// mode also the stream's name: Node's channelPrefix and streamName); every node
 	// of a cluster must use the same.
 	// Default "socket.io". Flag -redis-prefix, env CHORUS_REDIS_PREFIX.
 	RedisPrefix string

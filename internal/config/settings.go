@@ -138,7 +138,7 @@ var specs = []spec{
 	},
 	{
 		flag: "redis-prefix", env: "CHORUS_REDIS_PREFIX", key: "redis_prefix", def: "socket.io",
-		help:  "start of every Redis channel name (Node's `key` option); the same on every node",
+		help:  "start of every Redis channel name (Node's `key` option; in streams mode also the stream's name: `channelPrefix` and `streamName`); the same on every node",
 		field: func(c *Config) field { return (*stringField)(&c.RedisPrefix) },
 		check: func(c *Config) error { return checkNonEmpty(c.RedisPrefix) },
 	},
