@@ -138,7 +138,8 @@ type Adapter interface {
 	Rooms(id string) []string
 	// Sockets returns the ids of the local sockets in any of rooms (every socket if rooms is empty).
 	Sockets(rooms []string) []string
-	// Broadcast delivers p to the sockets opts selects.
+	// Broadcast delivers p to the sockets opts selects. With recovery on, p and opts' slices are
+	// kept (to be replayed): the caller must not modify them afterwards.
 	Broadcast(p *protocol.Packet, opts BroadcastOptions)
 	// Close releases the adapter's resources; the namespace calls it last.
 	Close() error

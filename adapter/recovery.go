@@ -146,7 +146,7 @@ type recoveryLog struct {
 
 	mu       sync.Mutex
 	seq      uint64 // the last offset given
-	entries  []logEntry
+	entries  packetRing
 	bytes    int
 	trimmed  uint64 // the newest offset dropped from entries (0: none)
 	sessions map[string]*keptSession
@@ -183,7 +183,9 @@ func newRecoveryLog(o RecoveryOptions) *recoveryLog {
 }
 
 func (l *recoveryLog) offset(seq uint64) string {
-	return l.epoch + "." + strconv.FormatUint(seq, 36)
+	var b [32]byte
+	o := append(append(b[:0], l.epoch...), '.')
+	return string(strconv.AppendUint(o, seq, 36))
 }
 
 // parse returns the sequence number of one of this log's offsets.
@@ -223,23 +225,19 @@ func (l *recoveryLog) broadcast(p *protocol.Packet, opts BroadcastOptions, deliv
 	for _, r := range opts.Except {
 		size += len(r) + 16
 	}
-	l.entries = append(l.entries, logEntry{seq: l.seq, p: &q, rooms: slices.Clone(opts.Rooms), except: slices.Clone(opts.Except), at: l.now(), size: size})
+	// opts' slices are kept as they are: Adapter.Broadcast's callers do not modify them after.
+	l.entries.push(logEntry{seq: l.seq, p: &q, rooms: opts.Rooms, except: opts.Except, at: l.now(), size: size})
 	l.bytes += size
-	for len(l.entries) > l.opts.MaxPackets || l.bytes > maxLogBytes {
+	for l.entries.n > l.opts.MaxPackets || l.bytes > maxLogBytes {
 		l.dropFirst()
 	}
 	l.armLocked()
 }
 
 func (l *recoveryLog) dropFirst() {
-	e := l.entries[0]
+	e := l.entries.pop()
 	l.trimmed = e.seq
 	l.bytes -= e.size
-	l.entries[0] = logEntry{}
-	l.entries = l.entries[1:]
-	if len(l.entries) == 0 {
-		l.entries = nil
-	}
 }
 
 func (l *recoveryLog) persist(s Session) {
@@ -275,19 +273,14 @@ func (l *recoveryLog) restore(pid, offset string, attach func(Session, []*protoc
 	if from < l.trimmed {
 		return errNoSession("packets it missed are no longer kept")
 	}
-	i, _ := slices.BinarySearchFunc(l.entries, from+1, func(e logEntry, seq uint64) int {
-		switch {
-		case e.seq < seq:
-			return -1
-		case e.seq > seq:
-			return 1
-		}
-		return 0
-	})
+	// The entries hold consecutive offsets: the first after from is at from+1 - first.
 	var missed []*protocol.Packet
-	for _, e := range l.entries[i:] {
-		if shouldInclude(ks.s.Rooms, e.rooms, e.except) {
-			missed = append(missed, e.p)
+	if l.entries.n > 0 {
+		i := max(int(from+1-l.entries.at(0).seq), 0)
+		for ; i < l.entries.n; i++ {
+			if e := l.entries.at(i); shouldInclude(ks.s.Rooms, e.rooms, e.except) {
+				missed = append(missed, e.p)
+			}
 		}
 	}
 	attach(ks.s, missed)
@@ -300,8 +293,8 @@ func (l *recoveryLog) armLocked() {
 		return
 	}
 	var next time.Time
-	if len(l.entries) > 0 {
-		next = l.entries[0].at.Add(l.opts.KeepPackets)
+	if l.entries.n > 0 {
+		next = l.entries.at(0).at.Add(l.opts.KeepPackets)
 	}
 	if len(l.expiry) > 0 && (next.IsZero() || l.expiry[0].at.Before(next)) {
 		next = l.expiry[0].at
@@ -326,7 +319,7 @@ func (l *recoveryLog) sweep() {
 	defer l.mu.Unlock()
 	l.armed = false
 	now := l.now()
-	for len(l.entries) > 0 && now.Sub(l.entries[0].at) >= l.opts.KeepPackets {
+	for l.entries.n > 0 && now.Sub(l.entries.at(0).at) >= l.opts.KeepPackets {
 		l.dropFirst()
 	}
 	for len(l.expiry) > 0 && !now.Before(l.expiry[0].at) {
@@ -350,14 +343,51 @@ func (l *recoveryLog) close() {
 	if l.timer != nil {
 		l.timer.Stop()
 	}
-	l.entries, l.sessions, l.expiry = nil, nil, nil
+	l.entries, l.sessions, l.expiry = packetRing{}, nil, nil
 }
 
 // stats returns what the log keeps: packets, their bytes, sessions (for tests and metrics).
 func (l *recoveryLog) stats() (packets, bytes, sessions int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.entries), l.bytes, len(l.sessions)
+	return l.entries.n, l.bytes, len(l.sessions)
+}
+
+// packetRing is a FIFO of log entries in a ring buffer: a steady stream of broadcasts reuses its
+// slots instead of re-allocating and copying a slice; it shrinks once a burst has drained.
+type packetRing struct {
+	buf   []logEntry
+	start int
+	n     int
+}
+
+func (r *packetRing) at(i int) *logEntry { return &r.buf[(r.start+i)%len(r.buf)] }
+
+func (r *packetRing) push(e logEntry) {
+	if r.n == len(r.buf) {
+		r.resize(max(64, 2*len(r.buf)))
+	}
+	r.buf[(r.start+r.n)%len(r.buf)] = e
+	r.n++
+}
+
+func (r *packetRing) pop() logEntry {
+	e := r.buf[r.start]
+	r.buf[r.start] = logEntry{}
+	r.start = (r.start + 1) % len(r.buf)
+	r.n--
+	if len(r.buf) > 1024 && r.n < len(r.buf)/4 {
+		r.resize(len(r.buf) / 2)
+	}
+	return e
+}
+
+func (r *packetRing) resize(size int) {
+	buf := make([]logEntry, size)
+	for i := range r.n {
+		buf[i] = *r.at(i)
+	}
+	r.buf, r.start = buf, 0
 }
 
 func errNoSession(reason string) error {
