@@ -245,22 +245,43 @@ export async function waitFor(predicate, { timeout = 5_000, interval = 10, messa
   }
 }
 
-/** Records every event a socket receives: [{event, args, at}]. */
+/**
+ * Splits the arguments a stock socket.io-client listener gets into the event's own and its
+ * connection-state recovery offset: when the server gave the socket a pid (recovery on, the
+ * client's private `_pid`), each recoverable event carries its offset as one more, last, string
+ * argument (docs/protocol.md). Reserved events are left alone.
+ */
+export function splitOffset(socket, event, args) {
+  const reserved = event === "connect" || event === "connect_error" || event === "disconnect";
+  if (!reserved && socket?._pid && args.length > 1 && typeof args.at(-1) === "string") {
+    return { args: args.slice(0, -1), offset: args.at(-1) };
+  }
+  return { args, offset: undefined };
+}
+
+/**
+ * Records every event a socket receives: [{event, args, at}], args without the recovery offset,
+ * which is in `offset` (not enumerable: deepEqual of entries compares what the application sees).
+ */
 export function record(socket) {
   const events = [];
-  socket.onAny((event, ...args) => events.push({ event, args, at: Date.now() }));
+  socket.onAny((event, ...args) => {
+    const { args: own, offset } = splitOffset(socket, event, args);
+    events.push(Object.defineProperty({ event, args: own, at: Date.now() }, "offset", { value: offset, enumerable: false }));
+  });
   return events;
 }
 
 /**
- * Resolves with the args of the next `event` on an emitter (Node, ws or socket.io-client), or
- * rejects after timeoutMs. An "error" event rejects too, unless `event` is "error".
+ * Resolves with the args of the next `event` on an emitter (Node, ws or socket.io-client; for the
+ * latter without the recovery offset, see splitOffset), or rejects after timeoutMs. An "error"
+ * event rejects too, unless `event` is "error".
  */
 export function nextEvent(emitter, event, timeoutMs = 5_000) {
   return new Promise((resolve, reject) => {
     const onEvent = (...args) => {
       cleanup();
-      resolve(args);
+      resolve(splitOffset(emitter, event, args).args);
     };
     const onError = (err) => {
       cleanup();

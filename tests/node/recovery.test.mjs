@@ -64,8 +64,7 @@ describe("connection-state recovery on one node", { skip: chorusOnly }, () => {
       assert.deepEqual(await ack(b, "publish", { room, event: "m", data: 0 }), { ok: true });
       await waitFor(() => payloads(events).length === 1, { message: "first event" });
       const id = a.id;
-      const offset = events[0].args.at(-1);
-      assert.equal(typeof offset, "string", "a recoverable event carries its offset as last argument");
+      assert.equal(typeof events[0].offset, "string", "a recoverable event carries its offset as last argument");
 
       await drop(a);
       for (let i = 1; i <= 5; i++) assert.deepEqual(await ack(b, "publish", { room, event: "m", data: i }), { ok: true });
@@ -146,8 +145,12 @@ describe("connection-state recovery on one node", { skip: chorusOnly }, () => {
         const id = a.id;
         proxy.blackhole(); // bytes stop flowing; neither end notices
         assert.deepEqual(await ack(b, "publish", { room, event: "m", data: "lost" }), { ok: true });
-        await drop(a); // the client gives up on the connection; the server still holds it
-        assert.deepEqual(await http.sockets(room), [id], "the server still has the old socket");
+        await drop(a); // the client gives up on the connection
+        if (name === "websocket") {
+          // Its close packet went into the hole: the server still holds the socket. (Over polling
+          // the close is a request of its own, on a new connection, which the server gets.)
+          assert.deepEqual(await http.sockets(room), [id], "the server still has the old socket");
+        }
         await reconnect(a);
         assert.equal(a.recovered, true);
         assert.equal(a.id, id);
@@ -275,11 +278,12 @@ describe("recovery turned off for /", { skip: chorusOnly }, () => {
   test("CHORUS_RECOVERY=false: events carry no offset and a dropped client starts afresh", T, async () => {
     const room = unique();
     const [a, b] = await Promise.all([connect(server.url, TRANSPORTS.websocket), connect(server.url, TRANSPORTS.websocket)]);
-    const events = record(a);
+    const raw = [];
+    a.onAny((...args) => raw.push(args));
     assert.deepEqual(await ack(a, "join", room), { ok: true });
     assert.deepEqual(await ack(b, "publish", { room, event: "m", data: 1 }), { ok: true });
-    await waitFor(() => events.length === 1, { message: "the event" });
-    assert.deepEqual(events[0].args, [1], "no offset argument");
+    await waitFor(() => raw.length === 1, { message: "the event" });
+    assert.deepEqual(raw, [["m", 1]], "no offset argument");
     const id = a.id;
     await drop(a);
     await reconnect(a);
