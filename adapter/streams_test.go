@@ -115,6 +115,12 @@ func TestStreamsRecoveryAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	apiEmit(t, a, `{"rooms":["`+a1.ID+`"],"event":"m","data":"to-the-socket"}`)
+	// Acks and 202s come before the entries are added (each node adds its own): wait for A's
+	// entry so that the next one, B's, comes after it in the stream.
+	waitFor(t, "A's entry in the stream", func() bool {
+		last, err := rc.XRevRangeN(context.Background(), prefix, "+", "-", 1).Result()
+		return err == nil && len(last) == 1 && strings.Contains(last[0].Values["data"].(string), "to-the-socket")
+	})
 	publish(t, sender, "room", "m", 3)
 
 	back := dialAuth(t, b.url, map[string]string{"pid": a1.PID, "offset": ev.Offset})

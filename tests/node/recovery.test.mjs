@@ -249,22 +249,23 @@ describe("connection-state recovery per namespace", { skip: chorusOnly }, () => 
   let server;
   before(async () => {
     server = await startServer({
-      config: "namespaces:\n  - name: /live\n    recovery: {max_disconnection: 1m}\n  - name: /plain\n",
+      config: "namespaces:\n  - name: /live\n    recovery: {max_disconnection: 1m}\n  - name: /plain\n  - name: /t-*\n    recovery: {}\n",
     });
   });
 
-  test("a namespace with recovery configured recovers; one without does not", T, async () => {
+  test("a namespace with recovery configured recovers (a pattern's too); one without does not", T, async () => {
     const live = await connect(`${server.url}/live`, TRANSPORTS.websocket);
+    const dynamic = await connect(`${server.url}/t-42`, TRANSPORTS.websocket);
     const plain = await connect(`${server.url}/plain`, TRANSPORTS.websocket);
-    const ids = [live.id, plain.id];
-    await drop(live);
-    await drop(plain);
-    await reconnect(live);
-    await reconnect(plain);
+    const ids = [live.id, dynamic.id, plain.id];
+    for (const s of [live, dynamic, plain]) await drop(s);
+    for (const s of [live, dynamic, plain]) await reconnect(s);
     assert.equal(live.recovered, true);
     assert.equal(live.id, ids[0]);
+    assert.equal(dynamic.recovered, true);
+    assert.equal(dynamic.id, ids[1]);
     assert.ok(!plain.recovered, "no recovery on /plain");
-    assert.notEqual(plain.id, ids[1]);
+    assert.notEqual(plain.id, ids[2]);
   });
 });
 
