@@ -69,6 +69,7 @@ type streamState struct {
 	// restored, so that no entry falls between the replayed packets and the live ones.
 	deliverMu sync.Mutex
 	head      atomic.Pointer[string] // the last entry delivered; nil until the reader knows where the stream ends
+	started   chan struct{}          // closed once head is set
 
 	pendMu   sync.Mutex
 	pendCond *sync.Cond
@@ -84,7 +85,7 @@ type pendingBroadcast struct {
 }
 
 func newStreamState(name string, maxLen int64) *streamState {
-	st := &streamState{name: name, maxLen: maxLen, adapters: make(map[string]*streamsAdapter)}
+	st := &streamState{name: name, maxLen: maxLen, adapters: make(map[string]*streamsAdapter), started: make(chan struct{})}
 	st.pendCond = sync.NewCond(&st.pendMu)
 	return st
 }
@@ -323,6 +324,7 @@ func (r *Redis) startStream(end streamID) {
 	}
 	s := end.String()
 	st.head.Store(&s)
+	close(st.started)
 }
 
 // deliverStale delivers this node's broadcasts the reader has not reached in pendingMaxAge.

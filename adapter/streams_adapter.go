@@ -488,11 +488,23 @@ func (a *streamsAdapter) EnableRecovery(o RecoveryOptions) {
 	a.rec.CompareAndSwap(nil, &o)
 }
 
+// headStartWait bounds how long Head waits, unless Redis is known to be down, for the reader to
+// learn where the stream ends (the first moments of a node: a socket that connects then would
+// have no From).
+const headStartWait = 2 * time.Second
+
 func (a *streamsAdapter) Head() string {
 	if a.rec.Load() == nil {
 		return ""
 	}
-	h, _ := a.r.streams.headID()
+	st := a.r.streams
+	if _, ok := st.headID(); !ok && linkState(a.r.current.Load()) != linkDown {
+		select {
+		case <-st.started:
+		case <-time.After(headStartWait):
+		}
+	}
+	h, _ := st.headID()
 	return h
 }
 

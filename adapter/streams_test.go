@@ -110,17 +110,22 @@ func TestStreamsRecoveryAcrossNodes(t *testing.T) {
 		}
 	}
 
+	// Acks and 202s come before the entries are added (each node adds its own): wait for each
+	// node's entry before the other node adds the next, so that the stream holds them in order.
+	last := func(what string) {
+		t.Helper()
+		waitFor(t, what+" in the stream", func() bool {
+			l, err := rc.XRevRangeN(context.Background(), prefix, "+", "-", 1).Result()
+			return err == nil && len(l) == 1 && strings.Contains(l[0].Values["data"].(string), what)
+		})
+	}
 	publish(t, sender, "room", "m", 2)
 	if err := b.root().Emit(adapter.BroadcastOptions{Rooms: []string{"room"}, Volatile: true}, "m", "volatile"); err != nil {
 		t.Fatal(err)
 	}
+	last(`"volatile"`)
 	apiEmit(t, a, `{"rooms":["`+a1.ID+`"],"event":"m","data":"to-the-socket"}`)
-	// Acks and 202s come before the entries are added (each node adds its own): wait for A's
-	// entry so that the next one, B's, comes after it in the stream.
-	waitFor(t, "A's entry in the stream", func() bool {
-		last, err := rc.XRevRangeN(context.Background(), prefix, "+", "-", 1).Result()
-		return err == nil && len(last) == 1 && strings.Contains(last[0].Values["data"].(string), "to-the-socket")
-	})
+	last("to-the-socket")
 	publish(t, sender, "room", "m", 3)
 
 	back := dialAuth(t, b.url, map[string]string{"pid": a1.PID, "offset": ev.Offset})
@@ -222,7 +227,7 @@ func TestStreamsRecoveryTrimmed(t *testing.T) {
 	ev := next(t, a1)
 	dropOn(t, a, a1)
 	publish(t, sender, "r", "m", "lost")
-	for i := range 400 { // MAXLEN ~ trims whole nodes of 100 entries
+	for i := range 250 { // MAXLEN ~ trims whole nodes of 100 entries
 		if err := sender.Emit("publish", map[string]any{"room": "noise", "event": "n", "data": i}); err != nil {
 			t.Fatal(err)
 		}
@@ -262,7 +267,7 @@ func TestStreamsOrderAcrossNodes(t *testing.T) {
 	sa, sb := dial(t, a.url), dial(t, b.url)
 	c := dial(t, a.url)
 	join(t, c, "mix")
-	const n = 300
+	const n = 150
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
