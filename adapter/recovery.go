@@ -141,8 +141,9 @@ func shouldInclude(sessionRooms, rooms, except []string) bool {
 // so each socket receives packets in offset order and restoring (under mu too) never lets a
 // packet fall between the replayed ones and the live ones.
 type recoveryLog struct {
-	opts  RecoveryOptions
-	epoch string
+	opts     RecoveryOptions
+	epoch    string
+	maxBytes int // maxLogBytes (tests lower it)
 
 	mu       sync.Mutex
 	seq      uint64 // the last offset given
@@ -179,7 +180,7 @@ func newRecoveryLog(o RecoveryOptions) *recoveryLog {
 	var b [4]byte
 	rand.Read(b[:])
 	epoch := strconv.FormatUint(uint64(b[0])<<24|uint64(b[1])<<16|uint64(b[2])<<8|uint64(b[3]), 36)
-	return &recoveryLog{opts: o.withDefaults(), epoch: epoch, sessions: make(map[string]*keptSession), now: time.Now}
+	return &recoveryLog{opts: o.withDefaults(), epoch: epoch, maxBytes: maxLogBytes, sessions: make(map[string]*keptSession), now: time.Now}
 }
 
 func (l *recoveryLog) offset(seq uint64) string {
@@ -228,7 +229,7 @@ func (l *recoveryLog) broadcast(p *protocol.Packet, opts BroadcastOptions, deliv
 	// opts' slices are kept as they are: Adapter.Broadcast's callers do not modify them after.
 	l.entries.push(logEntry{seq: l.seq, p: &q, rooms: opts.Rooms, except: opts.Except, at: l.now(), size: size})
 	l.bytes += size
-	for l.entries.n > l.opts.MaxPackets || l.bytes > maxLogBytes {
+	for l.entries.n > l.opts.MaxPackets || l.bytes > l.maxBytes {
 		l.dropFirst()
 	}
 	l.armLocked()

@@ -218,7 +218,7 @@ func TestStreamsRecoveryBeforeTheOldNodeNoticed(t *testing.T) {
 // with a pid nobody knows.
 func TestStreamsRecoveryTrimmed(t *testing.T) {
 	t.Parallel()
-	nodes, _ := streamsNodes(t, sharedRedis(t), 2, func(c *config.Config) { c.RedisStreamMaxLen = 10 })
+	nodes, prefix := streamsNodes(t, sharedRedis(t), 2, func(c *config.Config) { c.RedisStreamMaxLen = 10 })
 	a, b := nodes[0], nodes[1]
 	sender := dial(t, a.url)
 	a1 := dial(t, a.url)
@@ -232,7 +232,11 @@ func TestStreamsRecoveryTrimmed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	request(t, sender, "join", "x") // after the burst
+	rc := redisClient(t, sharedRedis(t))
+	waitFor(t, "the client's offset trimmed from the stream", func() bool {
+		info, err := rc.XInfoStream(context.Background(), prefix).Result()
+		return err == nil && idLess(ev.Offset, info.FirstEntry.ID) && info.Length < 250
+	})
 	back := dialAuth(t, b.url, map[string]string{"pid": a1.PID, "offset": ev.Offset})
 	if back.Recovered || back.ID == a1.ID {
 		t.Fatalf("recovered %v with id %s after its missed packets were trimmed", back.Recovered, back.ID)
