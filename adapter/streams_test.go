@@ -96,10 +96,12 @@ func TestStreamsRecoveryAcrossNodes(t *testing.T) {
 
 	// The session, in Node's format, under sio:session:<pid>, with the window as its expiry.
 	rc := redisClient(t, rs)
-	raw, err := rc.Get(context.Background(), "sio:session:"+a1.PID).Result()
-	if err != nil {
-		t.Fatalf("session key: %v", err)
-	}
+	var raw string
+	waitFor(t, "the session in Redis", func() bool { // A writes it through its publish queue
+		var err error
+		raw, err = rc.Get(context.Background(), "sio:session:"+a1.PID).Result()
+		return err == nil
+	})
 	if ttl := rc.PTTL(context.Background(), "sio:session:"+a1.PID).Val(); ttl <= 0 || ttl > 2*time.Minute {
 		t.Errorf("session expiry %s, want at most the 2m window", ttl)
 	}
