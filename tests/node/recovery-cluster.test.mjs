@@ -63,10 +63,13 @@ describe("recovery across nodes with Redis Streams", { skip: chorusOnly }, () =>
     const res = await httpRequest(`${server.url}/api/v1/emit`, { method: "POST", headers, body: JSON.stringify(body) });
     assert.equal(res.status, 202, res.text);
   };
-  /** Waits until the stream holds an entry carrying data (so that what follows comes after it). */
-  const inStream = async (data) => {
+  /**
+   * Waits until the stream holds the broadcast of event with data: each node adds its entries
+   * after it acked the publish, so what another node adds next may otherwise come before it.
+   */
+  const inStream = async (data, event = "m") => {
     const c = redisClients[0];
-    const needle = JSON.stringify(data);
+    const needle = `[${JSON.stringify(event)},${JSON.stringify(data)}`;
     await waitFor(async () => {
       const entries = await c.xRevRange(prefix, "+", "-", { COUNT: 50 });
       return entries.some((e) => e.message.data?.includes(needle));
@@ -128,6 +131,7 @@ describe("recovery across nodes with Redis Streams", { skip: chorusOnly }, () =>
         proxy.retarget(chorusB.port);
         await drop(a);
         for (let i = 1; i <= 3; i++) assert.deepEqual(await ack(sender, "publish", { room, event: "m", data: i }), { ok: true });
+        await inStream(3);
         await apiEmit(chorusA, { rooms: [room], event: "m", data: "api-A" });
         await apiEmit(chorusA, { rooms: [room], event: "m", data: "volatile", volatile: true });
         await apiEmit(chorusB, { rooms: [id], event: "m", data: "to-the-socket" });
@@ -217,6 +221,7 @@ describe("recovery across nodes with Redis Streams", { skip: chorusOnly }, () =>
       await drop(a);
       await waitFor(async () => (await redisClients[0].exists(`sio:session:${a._pid}`)) === 1, { message: "Node kept the session" });
       assert.deepEqual(await ack(sender, "publish", { room, event: "m", data: 1 }), { ok: true });
+      await inStream(1);
       io.to(room).emit("m", 2);
       await inStream(2);
       await reconnect(a);
@@ -246,6 +251,7 @@ describe("recovery across nodes with Redis Streams", { skip: chorusOnly }, () =>
       await drop(a);
       await waitFor(async () => (await redisClients[0].exists(`sio:session:${a._pid}`)) === 1, { message: "chorus kept the session" });
       assert.deepEqual(await ack(sender, "publish", { room, event: "m", data: 1 }), { ok: true });
+      await inStream(1);
       await apiEmit(chorusA, { rooms: [id], event: "m", data: 2 });
       await inStream(2);
       await reconnect(a);
