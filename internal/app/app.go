@@ -108,6 +108,7 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 			PingInterval: cfg.PingInterval,
 			PingTimeout:  cfg.PingTimeout,
 			MaxPayload:   cfg.MaxPayload,
+			MaxBuffered:  int(cfg.MaxBuffered),
 			Transports:   cfg.Transports,
 			CORSOrigins:  cfg.CORSOrigins,
 		},

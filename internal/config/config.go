@@ -44,6 +44,14 @@ type Config struct {
 	// Default 1000000, at most 100000000. Flag -max-payload, env CHORUS_MAX_PAYLOAD.
 	MaxPayload int64
 
+	// MaxBuffered caps the output waiting to be written to one connection, in
+	// bytes as they go on the wire. A client that reads slower than its rooms
+	// are published to (or not at all) is disconnected with reason
+	// "slow_consumer" when its queue passes the cap, so that it cannot grow the
+	// server's memory; everyone else is unaffected.
+	// Default 1048576 (1 MiB), from 1024 to 1073741824. Flag -max-buffered, env CHORUS_MAX_BUFFERED.
+	MaxBuffered int64
+
 	// Transports are the Engine.IO transports clients may use: "polling",
 	// "websocket" or both; at least one.
 	// Default "polling,websocket". Flag -transports, env CHORUS_TRANSPORTS (comma list).

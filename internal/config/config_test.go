@@ -22,6 +22,7 @@ func TestDefault(t *testing.T) {
 		PingInterval: 25 * time.Second,
 		PingTimeout:  20 * time.Second,
 		MaxPayload:   1_000_000,
+		MaxBuffered:  1 << 20,
 		Transports:   []string{"polling", "websocket"},
 		DrainTimeout: 10 * time.Second,
 		LogLevel:     "info",
@@ -491,7 +492,7 @@ func TestTable(t *testing.T) {
 func TestEverySettingIsRead(t *testing.T) {
 	t.Parallel()
 	values := map[string]string{ // a value different from the default, per setting
-		"addr": "x:1", "api-key": "k", "ping-interval": "1s", "ping-timeout": "1s", "max-payload": "1",
+		"addr": "x:1", "api-key": "k", "ping-interval": "1s", "ping-timeout": "1s", "max-payload": "1", "max-buffered": "2048",
 		"transports": "websocket", "cors-origins": "*", "drain-timeout": "1s", "log-level": "debug",
 		"log-format": "json", "client-dir": "d", "check-config": "true",
 		"redis-url": "redis://127.0.0.1:6379/1", "redis-prefix": "p", "redis-request-timeout": "1s",

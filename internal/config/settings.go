@@ -94,6 +94,12 @@ var specs = []spec{
 		check: func(c *Config) error { return checkMaxPayload(c.MaxPayload) },
 	},
 	{
+		flag: "max-buffered", env: "CHORUS_MAX_BUFFERED", key: "max_buffered", def: "1048576",
+		help:  "output waiting for one connection, in bytes, past which it is disconnected as a slow_consumer (1024 to 1073741824)",
+		field: func(c *Config) field { return (*bytesField)(&c.MaxBuffered) },
+		check: func(c *Config) error { return checkRange(c.MaxBuffered, 1024, 1<<30, "bytes") },
+	},
+	{
 		flag: "transports", env: "CHORUS_TRANSPORTS", key: "transports", def: "polling,websocket",
 		help:  "transports clients may use: comma list of polling, websocket",
 		field: func(c *Config) field { return (*listField)(&c.Transports) },

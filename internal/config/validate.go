@@ -65,6 +65,13 @@ func checkMaxPayload(n int64) error {
 	return nil
 }
 
+func checkRange(n, lo, hi int64, unit string) error {
+	if n < lo || n > hi {
+		return fmt.Errorf("must be from %d to %d %s, got %d", lo, hi, unit, n)
+	}
+	return nil
+}
+
 func checkOneOf(v string, allowed ...string) error {
 	if !slices.Contains(allowed, v) {
 		return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
