@@ -51,10 +51,10 @@ type Conn struct {
 	// noopOnClose: the client closed the session; its poll, pending or just arriving, gets a noop.
 	noopOnClose bool
 	// websocket
-	ws       *wsConn
-	flushing bool // a goroutine is writing out to ws
-	inflight      int // packets of the batch being written
-	inflightBytes int // and their bytes: they count against MaxBuffered until written
+	ws            *wsConn
+	flushing      bool // a goroutine is writing out to ws
+	inflight      int  // packets of the batch being written
+	inflightBytes int  // and their bytes: they count against MaxBuffered until written
 	// reader hand-over (ReleaseReader)
 	inFrame   bool    // the reader is delivering a packet, holding inMu
 	readerGen uint64  // incremented by each hand-over

@@ -57,7 +57,6 @@ type wsConn struct {
 	closing   atomic.Bool // close has begun: a blocking write must not start waiting
 }
 
-//
 // It never waits for the client: a write blocked on a full socket (flushSlow) is cut short, and
 // the close frame is written only if the socket takes it at once. Whoever closes a client that
 // stopped reading (a broadcaster closing a slow consumer, a heartbeat timer) goes on at once.
