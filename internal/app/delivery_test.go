@@ -2,6 +2,8 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -164,4 +166,128 @@ func TestPublishIDConcurrentRetries(t *testing.T) {
 		want[i] = "m:" + jsonInt(i)
 	}
 	expectEvents(t, senders[0], receiver, "r", want...)
+}
+
+// apiCall posts body to /api/v1/emit and returns the status and the decoded JSON answer.
+func apiCall(t *testing.T, url, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url+"/api/v1/emit", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer secret")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+		t.Fatalf("POST %s: %v", body, err)
+	}
+	return res.StatusCode, out
+}
+
+// answer acks the next event c receives with reply (nothing if reply is nil), in the background.
+func answer(t *testing.T, c *siotest.Client, reply any) {
+	t.Helper()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ev, err := c.Next(ctx)
+		if err == nil && ev.HasAck && reply != nil {
+			c.Ack(ev.AckID, reply)
+		}
+	}()
+}
+
+// TestEmitWithAck: POST /api/v1/emit with ack_timeout waits for the recipients' acks and answers
+// 200 {clients, acks, timed_out, complete}: at once when everyone has acked, after the timeout
+// when someone has not; invalid timeouts are refused with 400 invalid_ack_timeout.
+func TestEmitWithAck(t *testing.T) {
+	t.Parallel()
+	url := serve(t, nil)
+	a, b, silent, outside := dial(t, url, "/"), dial(t, url, "/"), dial(t, url, "/"), dial(t, url, "/")
+	for _, c := range []*siotest.Client{a, b, silent} {
+		request(t, c, "join", "r")
+	}
+	request(t, silent, "join", "silent")
+
+	t.Run("everyone acks", func(t *testing.T) {
+		answer(t, a, map[string]any{"from": "a"})
+		answer(t, b, "b")
+		start := time.Now()
+		status, res := apiCall(t, url, `{"rooms":["r"],"except":["silent"],"event":"q","data":{"n":1},"ack_timeout":"30s"}`)
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("took %s although every recipient acked", took)
+		}
+		acks, _ := json.Marshal(res["acks"])
+		if status != 200 || res["clients"] != 2.0 || res["timed_out"] != 0.0 || res["complete"] != true ||
+			(string(acks) != `[{"from":"a"},"b"]` && string(acks) != `["b",{"from":"a"}]`) {
+			t.Fatalf("%d %v", status, res)
+		}
+	})
+
+	t.Run("one never acks", func(t *testing.T) {
+		answer(t, a, 1)
+		answer(t, b, 2)
+		answer(t, silent, nil)
+		const timeout = 400 * time.Millisecond
+		start := time.Now()
+		status, res := apiCall(t, url, `{"rooms":["r"],"event":"q","ack_timeout":"400ms"}`)
+		took := time.Since(start)
+		if status != 200 || res["clients"] != 3.0 || len(res["acks"].([]any)) != 2 || res["timed_out"] != 1.0 || res["complete"] != true {
+			t.Fatalf("%d %v", status, res)
+		}
+		if took < timeout || took > timeout+2*time.Second {
+			t.Fatalf("answered after %s with a %s ack_timeout", took, timeout)
+		}
+	})
+
+	// Acks are taken as they arrive: those of sockets sent the event after silent ones count too.
+	t.Run("acks behind silent sockets", func(t *testing.T) {
+		var silents []*siotest.Client
+		for range 4 {
+			c := dial(t, url, "/")
+			request(t, c, "join", "mixed")
+			silents = append(silents, c)
+		}
+		request(t, a, "join", "mixed")
+		request(t, b, "join", "mixed")
+		answer(t, a, "a")
+		answer(t, b, "b")
+		for _, c := range silents {
+			answer(t, c, nil)
+		}
+		status, res := apiCall(t, url, `{"rooms":["mixed"],"event":"q","ack_timeout":"300ms"}`)
+		if status != 200 || res["clients"] != 6.0 || len(res["acks"].([]any)) != 2 || res["timed_out"] != 4.0 {
+			t.Fatalf("%d %v", status, res)
+		}
+	})
+
+	t.Run("nobody selected", func(t *testing.T) {
+		status, res := apiCall(t, url, `{"rooms":["nobody"],"event":"q","ack_timeout":"1m"}`)
+		if status != 200 || res["clients"] != 0.0 || len(res["acks"].([]any)) != 0 || res["timed_out"] != 0.0 {
+			t.Fatalf("%d %v", status, res)
+		}
+	})
+
+	t.Run("without ack_timeout", func(t *testing.T) {
+		status, res := apiCall(t, url, `{"rooms":["silent"],"event":"plain","ack_timeout":null}`)
+		if status != 202 || res["ok"] != true {
+			t.Fatalf("%d %v", status, res)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if ev, err := silent.Next(ctx); err != nil || ev.Name != "plain" || ev.HasAck {
+			t.Fatalf("silent got %+v, %v; want plain without an ack id", ev, err)
+		}
+	})
+
+	for _, bad := range []string{`"abc"`, `"0s"`, `"-1s"`, `"61s"`, `"1h"`, `5`, `true`, `{}`, `""`} {
+		status, res := apiCall(t, url, `{"rooms":["r"],"event":"q","ack_timeout":`+bad+`}`)
+		e, _ := res["error"].(map[string]any)
+		if status != 400 || e == nil || e["code"] != "invalid_ack_timeout" || e["message"] == "" {
+			t.Errorf("ack_timeout %s: %d %v, want 400 invalid_ack_timeout", bad, status, res)
+		}
+	}
+	// None of the refused requests reached a client.
+	expectEvents(t, outside, a, "r")
 }
