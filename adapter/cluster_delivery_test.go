@@ -6,9 +6,11 @@ package adapter_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/chorus-rt/chorus/internal/config"
 	"github.com/chorus-rt/chorus/internal/siotest"
 )
 
@@ -96,4 +98,73 @@ func readyzState(t *testing.T, n *node) string {
 	t.Helper()
 	_, state, _ := readyz(t, n)
 	return state
+}
+
+// answerAfter acks the next event c receives with reply after delay (never if reply is nil).
+func answerAfter(c *siotest.Client, delay time.Duration, reply any) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ev, err := c.Next(ctx)
+		if err != nil || !ev.HasAck || reply == nil {
+			return
+		}
+		time.Sleep(delay) // a client that takes its time to answer
+		c.Ack(ev.AckID, reply)
+	}()
+}
+
+// TestClusterEmitWithAck: POST /api/v1/emit with ack_timeout on one node collects the acks of
+// the recipients on every node, for as long as ack_timeout (here longer than the request
+// timeout); a recipient that never acks is counted as timed out once ack_timeout has passed; a
+// node that never reports makes the answer incomplete.
+func TestClusterEmitWithAck(t *testing.T) {
+	t.Parallel()
+	rs := sharedRedis(t)
+	prefix := testPrefix(t)
+	short := func(c *config.Config) { c.RedisRequestTimeout = 300 * time.Millisecond }
+	a, b := newNode(t, "A", rs.url(), prefix, short), newNode(t, "B", rs.url(), prefix, short)
+	waitServerCount(t, 2, a, b)
+	a1, b1, b2 := dial(t, a.url), dial(t, b.url), dial(t, b.url)
+	join(t, a1, "r")
+	join(t, b1, "r")
+	join(t, b2, "r", "slow")
+
+	answerAfter(a1, 0, "a1")
+	answerAfter(b1, 0, "b1")
+	answerAfter(b2, time.Second, "b2") // past the 300ms request timeout, within ack_timeout
+	code, res := api(t, a, "POST", "/api/v1/emit", `{"rooms":["r"],"event":"q","data":1,"ack_timeout":"10s"}`)
+	var acks []string
+	for _, v := range res["acks"].([]any) {
+		acks = append(acks, v.(string))
+	}
+	slices.Sort(acks)
+	if code != 200 || res["clients"] != 3.0 || !slices.Equal(acks, []string{"a1", "b1", "b2"}) || res["timed_out"] != 0.0 || res["complete"] != true {
+		t.Fatalf("all ack: %d %v", code, res)
+	}
+
+	answerAfter(a1, 0, "a1")
+	answerAfter(b1, 0, "b1")
+	answerAfter(b2, 0, nil) // never acks
+	start := time.Now()
+	code, res = api(t, b, "POST", "/api/v1/emit", `{"rooms":["r"],"event":"q","ack_timeout":"700ms"}`)
+	took := time.Since(start)
+	if code != 200 || res["clients"] != 3.0 || len(res["acks"].([]any)) != 2 || res["timed_out"] != 1.0 || res["complete"] != true {
+		t.Fatalf("one silent: %d %v", code, res)
+	}
+	if took < 700*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("one silent: answered after %s with a 700ms ack_timeout", took)
+	}
+
+	// A third subscriber that never answers counts as a node that never reports.
+	muteSubscriber(t, rs, prefix+"-request#/#")
+	waitServerCount(t, 3, a)
+	answerAfter(a1, 0, "a1")
+	answerAfter(b1, 0, "b1")
+	answerAfter(b2, 0, "b2")
+	start = time.Now()
+	code, res = api(t, a, "POST", "/api/v1/emit", `{"rooms":["r"],"event":"q","ack_timeout":"500ms"}`)
+	if took := time.Since(start); code != 200 || res["clients"] != 3.0 || len(res["acks"].([]any)) != 3 || res["timed_out"] != 0.0 || res["complete"] != false || took < 500*time.Millisecond {
+		t.Fatalf("mute node: %d %v after %s", code, res, took)
+	}
 }
