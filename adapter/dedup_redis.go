@@ -18,7 +18,7 @@ var releaseScript = redis.NewScript(`if redis.call("GET", KEYS[1]) == ARGV[1] th
 // redisDedup is the Deduper of a cluster: one Redis key per claimed message,
 // <prefix>#dedup#[namespace,room,id], set with SET NX PX <window>, so that a retry reaching any
 // node is recognised. The key's value is the claiming node's id, so that Release removes only
-// this node's claims. Redis expires the keys; their memory is Redis's (about 150 bytes per key:
+// this node's claims. Redis expires the keys; their memory is Redis's (about 200 bytes per key:
 // publishes with an id per second × window).
 type redisDedup struct {
 	r      *Redis
