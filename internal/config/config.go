@@ -98,6 +98,17 @@ type Config struct {
 	// Default 5s. Flag -redis-request-timeout, env CHORUS_REDIS_REQUEST_TIMEOUT (Go duration).
 	RedisRequestTimeout time.Duration
 
+	// DedupWindow is how long the id of a message a client published is remembered: a
+	// publish with an id seen within the window is acked {ok:true, duplicate:true} and not
+	// broadcast again. With RedisURL the ids live in Redis, shared by every node.
+	// Default 2m, at most 24h. Flag -dedup-window, env CHORUS_DEDUP_WINDOW (Go duration).
+	DedupWindow time.Duration
+
+	// DedupMaxIDs caps the message ids a node remembers when there is no Redis (at most
+	// about 90 bytes each); past it the oldest are forgotten before their window ends.
+	// Default 1000000. Flag -dedup-max-ids, env CHORUS_DEDUP_MAX_IDS.
+	DedupMaxIDs int
+
 	// Namespaces configures namespaces and their room policies. It can only be
 	// set in the YAML file (key namespaces). Default none: only "/", any room.
 	Namespaces []Namespace

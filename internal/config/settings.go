@@ -153,6 +153,18 @@ var specs = []spec{
 		check: func(c *Config) error { return checkPositive(c.RedisRequestTimeout) },
 	},
 	{
+		flag: "dedup-window", env: "CHORUS_DEDUP_WINDOW", key: "dedup_window", def: "2m",
+		help:  "how long the id of a published message is remembered, so that a retry is acked as a duplicate and not delivered again (at most 24h)",
+		field: func(c *Config) field { return (*durationField)(&c.DedupWindow) },
+		check: func(c *Config) error { return checkDedupWindow(c.DedupWindow) },
+	},
+	{
+		flag: "dedup-max-ids", env: "CHORUS_DEDUP_MAX_IDS", key: "dedup_max_ids", def: "1000000",
+		help:  "most message ids a node remembers without Redis (at most about 90 bytes each); past it the oldest are forgotten early",
+		field: func(c *Config) field { return (*countField)(&c.DedupMaxIDs) },
+		check: func(c *Config) error { return checkCount(c.DedupMaxIDs) },
+	},
+	{
 		key:   "namespaces",
 		help:  "namespaces besides `/` and the rooms clients may join and publish to ([docs/configuration.md](docs/configuration.md)); none means only `/`, any room",
 		field: func(c *Config) field { return (*namespacesField)(&c.Namespaces) },
@@ -234,6 +246,20 @@ func (f *bytesField) set(s string) error {
 	return nil
 }
 func (f *bytesField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
+
+// countField is a whole number of things.
+type countField int
+
+func (f *countField) kind() string { return "count" }
+func (f *countField) set(s string) error {
+	v, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("invalid count %q (want a whole number such as 1000000)", s)
+	}
+	*f = countField(v)
+	return nil
+}
+func (f *countField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
 
 type boolField bool
 
