@@ -131,8 +131,9 @@ func payloadOfSize(n int) (string, []message) {
 }
 
 // LIBRARY-DEFECTS #4: a chunked POST over the limit was cut at the limit and the packets before the
-// cut were handled. A POST over MaxPayload, chunked or not, gets 413 and none of its packets is
-// handled; a POST of exactly MaxPayload is accepted whole.
+// cut were handled. A POST over MaxPayload, chunked or not, gets 413, none of its packets is handled
+// and the session is closed (issue 6: oversize input closes that connection; other sessions go on);
+// a POST of exactly MaxPayload is accepted whole.
 func TestPostOverMaxPayload(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -189,9 +190,28 @@ func TestPostOverMaxPayload(t *testing.T) {
 					t.Fatalf("handler got %d messages, want the %d sent", len(got), len(msgs))
 				}
 			}
-			// The session is still usable, and nothing of the refused body turns up later.
+			if tt.want413 {
+				// The session is closed, nothing of the refused body turns up later, and another
+				// session is unaffected.
+				if reason := pc.rec.waitClosed(t, waitTimeout); reason != "transport error" {
+					t.Errorf("closed with %q, want \"transport error\"", reason)
+				}
+				if res := pc.mustGet(); res.status != http.StatusBadRequest {
+					t.Errorf("GET after the refused POST: %d %q, want 400 (unknown session)", res.status, res.body)
+				}
+				if got := pc.rec.messages(); len(got) != 0 {
+					t.Errorf("the handler got %d messages of the refused POST", len(got))
+				}
+				other := ts.pollHandshake()
+				other.mustPostOK("4marker")
+				if got := other.rec.messages(); len(got) != 1 || got[0] != (message{"marker", false}) {
+					t.Fatalf("another session's handler has %v", got)
+				}
+				return
+			}
+			// The session is still usable.
 			pc.mustPostOK("4marker")
-			if got := pc.rec.messages(); len(got) == 0 || got[len(got)-1] != (message{"marker", false}) || (tt.want413 && len(got) != 1) {
+			if got := pc.rec.messages(); len(got) == 0 || got[len(got)-1] != (message{"marker", false}) {
 				t.Fatalf("after the marker the handler has %d messages", len(got))
 			}
 		})

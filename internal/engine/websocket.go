@@ -210,9 +210,11 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 			c.upgrading = true
 		}
 		c.mu.Unlock()
-	} else if s.opts.AllowRequest != nil {
-		if err := s.opts.AllowRequest(r); err != nil {
-			writeError(w, codeForbidden, err.Error())
+	}
+	var release func()
+	if c == nil {
+		var ok bool
+		if release, ok = s.admit(w, r); !ok {
 			return
 		}
 	}
@@ -224,6 +226,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 		conn, brw, err = hj.Hijack()
 	}
 	if !ok || err != nil {
+		if release != nil {
+			release()
+		}
 		if claimed {
 			c.mu.Lock()
 			c.upgrading = false
@@ -262,6 +267,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 	}
 
 	c = newConn(s, newSID(), r, WebSocket)
+	c.release = release
 	// Queued before OnOpen can Send, as in Server.open.
 	c.out = append(c.out, frame{typ: typeOpen, data: openPacket(c.id, []string{}, s.opts)})
 	s.register(c)
@@ -436,7 +442,7 @@ func (s *Server) readWebSocket(c *Conn, wc *wsConn) {
 			reason := "transport close"
 			if errors.Is(err, errMessageTooBig) {
 				reason = "transport error"
-				s.log.Debug("websocket message too big", "conn", c.id)
+				s.logTooLarge(c, WebSocket)
 				// The one close frame of this connection, and not lost to a reset (see closeLingering).
 				wc.closeLingering(ws.StatusMessageTooBig, "message too big")
 			}
