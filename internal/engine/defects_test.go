@@ -5,6 +5,7 @@ package engine
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 )
 
 // getBound is how long any poll GET may stay unanswered once its session is closing.
@@ -475,7 +477,7 @@ func TestServerCloseDuringHandshakes(t *testing.T) {
 
 // A session is visible to Server.Close (and so to a drain) as soon as it exists, even while OnOpen is
 // still running. Closing it then must wait for its Handler: OnClose is called on the Handler OnOpen
-// returns, once, and the handshake is answered with the open packet and the close.
+// returns, once, and the client gets the open packet and then the close.
 func TestCloseDuringOnOpen(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -486,7 +488,10 @@ func TestCloseDuringOnOpen(t *testing.T) {
 			if res.status != http.StatusOK {
 				ts.t.Fatalf("handshake: %d %q", res.status, res.body)
 			}
-			return splitPayload(res.body)
+			got := splitPayload(res.body)
+			// The close packet comes with the next poll.
+			next := ts.mustDo(http.MethodGet, ts.url("EIO=4&transport=polling&sid="+parseOpen(ts.t, got[0]).SID), nil, nil)
+			return append(got, splitPayload(next.body)...)
 		}},
 		{name: "websocket", handshake: func(ts *testServer) []string {
 			c := ts.mustDialWS("EIO=4&transport=websocket")
@@ -532,5 +537,54 @@ func TestCloseDuringOnOpen(t *testing.T) {
 				t.Errorf("OnClose(%q)", reason)
 			}
 		})
+	}
+}
+
+// A server-side Close of a WebSocket session whose client keeps sending still delivers what was
+// queued before it and the close frame: closing the socket with input still arriving made the
+// kernel answer with a reset, which destroyed both before the client read them (a client
+// disconnected for flooding never learnt why).
+func TestWebSocketCloseWhileClientSends(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	for i := range 3 {
+		c, _, r := ts.wsHandshake()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { // the flood, without reading anything
+			defer close(done)
+			msg := []byte("4" + strings.Repeat("x", 512))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if c.write(ws.OpText, msg) != nil {
+					return
+				}
+			}
+		}()
+		eventually(t, waitTimeout, func() bool { return len(r.messages()) > 100 }, "the flood to arrive")
+		r.conn.Send(Packet{Data: []byte("the reason")})
+		r.conn.Close("kicked")
+		// Let the server close while the client goes on sending, then read.
+		eventually(t, waitTimeout, func() bool { return ts.Len() == 0 }, "the session to be removed")
+		close(stop)
+		<-done
+		var got []string
+		for {
+			data, _, err := c.read()
+			if err != nil {
+				var closed wsutil.ClosedError
+				if !errors.As(err, &closed) {
+					t.Fatalf("round %d: the connection ended with %v after %q, want the reason and a close frame", i, err, got)
+				}
+				break
+			}
+			got = append(got, string(data))
+		}
+		if len(got) == 0 || got[len(got)-1] != "4the reason" {
+			t.Fatalf("round %d: got %q, want the reason last", i, got)
+		}
 	}
 }

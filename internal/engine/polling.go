@@ -84,6 +84,14 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
 	closing := c.state != stateOpen
 	if c.noopOnClose {
 		batch = append(batch[:0], frame{typ: typeNoop})
+	} else if closing && len(batch) > 0 {
+		// The packets queued before the close go out first and the close packet with the next poll,
+		// as Node does: the stock client handles a payload's packets on a later tick than a close
+		// packet in the same payload, which dropped them (e.g. the reason for a disconnect).
+		closing = false
+		if c.closeTimer == nil {
+			c.closeTimer = time.AfterFunc(c.srv.opts.PingTimeout, c.finish)
+		}
 	} else if closing {
 		batch = append(batch, frame{typ: typeClose})
 	} else if len(batch) == 0 {

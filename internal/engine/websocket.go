@@ -53,16 +53,31 @@ type wsConn struct {
 	closeOnce sync.Once
 }
 
+// close sends a close frame and closes the connection, lingering: it half-closes the connection and
+// reads and drops what the peer still sends, on a goroutine of its own, until the peer closes too
+// or for at most closeLinger. Closing at once made the kernel answer input that was still arriving
+// (a client flooding a server that is disconnecting it for that, say) with a reset, which destroyed
+// what had just been written: the close frame and the packets before it, such as the reason for the
+// disconnect (chorus:disconnect).
 func (w *wsConn) close() {
 	w.closeOnce.Do(func() {
 		w.wmu.Lock()
-		defer w.wmu.Unlock()
 		if w.poll != nil {
 			w.poll.remove()
 		}
 		w.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		ws.WriteFrame(w.conn, ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
-		w.conn.Close()
+		w.wmu.Unlock()
+		cw, ok := w.conn.(interface{ CloseWrite() error })
+		if !ok || cw.CloseWrite() != nil {
+			w.conn.Close()
+			return
+		}
+		go func() {
+			w.conn.SetReadDeadline(time.Now().Add(closeLinger))
+			io.Copy(io.Discard, w.conn)
+			w.conn.Close()
+		}()
 	})
 }
 
