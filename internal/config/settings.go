@@ -113,7 +113,7 @@ var specs = []spec{
 	},
 	{
 		flag: "cors-origins", env: "CHORUS_CORS_ORIGINS", key: "cors_origins", def: "",
-		help:  "origins allowed cross-origin: comma list of scheme://host[:port], or * for any; empty allows same-origin only",
+		help:  "origins browsers may connect from besides the server's own: comma list of scheme://host[:port], or * for any; empty allows same-origin only (any origin with -mode development)",
 		field: func(c *Config) field { return (*listField)(&c.CORSOrigins) },
 		check: func(c *Config) error { return checkOrigins(c.CORSOrigins) },
 	},
