@@ -162,7 +162,8 @@ func (s *Server) originAllowed(r *http.Request) bool {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
-		writeError(w, codeForbidden, "origin not allowed (see CHORUS_CORS_ORIGINS)")
+		s.log.Debug("origin refused", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		writeError(w, codeForbidden, "origin not allowed: list it in CHORUS_CORS_ORIGINS (or run with CHORUS_MODE=development)")
 		return
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
