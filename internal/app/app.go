@@ -110,8 +110,12 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 		}
 	}
 	var factory adapter.Factory
+	// Publishes with an id are deduplicated in Redis when the node is in a cluster (a retry may
+	// reach another node), in memory otherwise.
+	var dedup adapter.Deduper = adapter.NewMemoryDedup(adapter.MemoryDedupOptions{Window: cfg.DedupWindow, MaxIDs: cfg.DedupMaxIDs, Logger: log})
 	if cluster != nil {
 		factory = cluster.Factory
+		dedup = cluster.Deduper(cfg.DedupWindow)
 	}
 	clientIP, err := middleware.NewClientIP(cfg.TrustedProxies)
 	if err != nil { // validated in Run
@@ -130,6 +134,7 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 			PingInterval: cfg.PingInterval,
 			PingTimeout:  cfg.PingTimeout,
 			MaxPayload:   cfg.MaxPayload,
+			MaxBuffered:  int(cfg.MaxBuffered),
 			Transports:   cfg.Transports,
 			CORSOrigins:  origins,
 			Admit:        guard.Admit,
@@ -137,7 +142,7 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 		Adapter: factory,
 		Logger:  log,
 	})
-	setupNamespaces(srv, cfg, authenticator(cfg, log), log)
+	setupNamespaces(srv, cfg, authenticator(cfg, log), dedup, log)
 
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", srv)
@@ -181,7 +186,7 @@ func readyRedis(w http.ResponseWriter, st adapter.RedisStatus) {
 // setupNamespaces installs, on "/" and on every configured namespace, token authentication (per the
 // namespace's auth mode), the per-socket event limit and the client protocol; names with '*' become
 // dynamic namespaces set up on first use.
-func setupNamespaces(srv *sio.Server, cfg config.Config, authn middleware.Authenticator, log *slog.Logger) {
+func setupNamespaces(srv *sio.Server, cfg config.Config, authn middleware.Authenticator, dedup adapter.Deduper, log *slog.Logger) {
 	setup := func(nc config.Namespace) func(*sio.Namespace) {
 		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish, MaxRooms: cfg.MaxRooms}
 		mode := middleware.AuthMode(cfg.AuthMode(nc))
@@ -191,7 +196,7 @@ func setupNamespaces(srv *sio.Server, cfg config.Config, authn middleware.Authen
 		return func(n *sio.Namespace) {
 			middleware.InstallAuth(n, middleware.AuthOptions{Authenticator: authn, Mode: mode, Leeway: cfg.JWTLeeway, Logger: log})
 			middleware.EventLimit(n, cfg.RateEvents, cfg.RateBurst, log)
-			namespaces.Register(n, policy, log)
+			namespaces.Register(n, policy, dedup, log)
 		}
 	}
 	root := false

@@ -106,6 +106,12 @@ var specs = []spec{
 		check: func(c *Config) error { return checkMaxPayload(c.MaxPayload) },
 	},
 	{
+		flag: "max-buffered", env: "CHORUS_MAX_BUFFERED", key: "max_buffered", def: "1048576",
+		help:  "output waiting for one connection, in bytes, past which it is disconnected as a slow_consumer (1024 to 1073741824)",
+		field: func(c *Config) field { return (*bytesField)(&c.MaxBuffered) },
+		check: func(c *Config) error { return checkRange(c.MaxBuffered, 1024, 1<<30, "bytes") },
+	},
+	{
 		flag: "transports", env: "CHORUS_TRANSPORTS", key: "transports", def: "polling,websocket",
 		help:  "transports clients may use: comma list of polling, websocket",
 		field: func(c *Config) field { return (*listField)(&c.Transports) },
@@ -166,7 +172,7 @@ var specs = []spec{
 	{
 		flag: "rate-burst", env: "CHORUS_RATE_BURST", key: "rate_burst", def: "0",
 		help:  "events a socket may send at once above -rate-events; 0 = one second's worth",
-		field: func(c *Config) field { return (*intField)(&c.RateBurst) },
+		field: func(c *Config) field { return (*countField)(&c.RateBurst) },
 		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.RateBurst)) },
 	},
 	{
@@ -178,25 +184,25 @@ var specs = []spec{
 	{
 		flag: "handshake-burst", env: "CHORUS_HANDSHAKE_BURST", key: "handshake_burst", def: "200",
 		help:  "new connections one address may open at once above -handshake-rate; 0 = one second's worth",
-		field: func(c *Config) field { return (*intField)(&c.HandshakeBurst) },
+		field: func(c *Config) field { return (*countField)(&c.HandshakeBurst) },
 		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.HandshakeBurst)) },
 	},
 	{
 		flag: "max-conns-per-ip", env: "CHORUS_MAX_CONNS_PER_IP", key: "max_conns_per_ip", def: "1000",
 		help:  "connections one client address (IPv6: one /64) may hold open (more get 429); 0 = no limit",
-		field: func(c *Config) field { return (*intField)(&c.MaxConnsPerIP) },
+		field: func(c *Config) field { return (*countField)(&c.MaxConnsPerIP) },
 		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.MaxConnsPerIP)) },
 	},
 	{
 		flag: "max-conns", env: "CHORUS_MAX_CONNS", key: "max_conns", def: "100000",
 		help:  "connections this server holds open (more get 503); 0 = no limit",
-		field: func(c *Config) field { return (*intField)(&c.MaxConns) },
+		field: func(c *Config) field { return (*countField)(&c.MaxConns) },
 		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.MaxConns)) },
 	},
 	{
 		flag: "max-rooms", env: "CHORUS_MAX_ROOMS", key: "max_rooms", def: "1000",
 		help:  "rooms one socket may join (more get too_many_rooms); 0 = no limit",
-		field: func(c *Config) field { return (*intField)(&c.MaxRooms) },
+		field: func(c *Config) field { return (*countField)(&c.MaxRooms) },
 		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.MaxRooms)) },
 	},
 	{
@@ -239,6 +245,18 @@ var specs = []spec{
 		help:  "how long a cluster request waits for the other nodes before returning what arrived",
 		field: func(c *Config) field { return (*durationField)(&c.RedisRequestTimeout) },
 		check: func(c *Config) error { return checkPositive(c.RedisRequestTimeout) },
+	},
+	{
+		flag: "dedup-window", env: "CHORUS_DEDUP_WINDOW", key: "dedup_window", def: "2m",
+		help:  "how long the id of a published message is remembered, so that a retry is acked as a duplicate and not delivered again (at most 24h)",
+		field: func(c *Config) field { return (*durationField)(&c.DedupWindow) },
+		check: func(c *Config) error { return checkDedupWindow(c.DedupWindow) },
+	},
+	{
+		flag: "dedup-max-ids", env: "CHORUS_DEDUP_MAX_IDS", key: "dedup_max_ids", def: "1000000",
+		help:  "most message ids a node remembers without Redis (at most about 90 bytes each); past it the oldest are forgotten early",
+		field: func(c *Config) field { return (*countField)(&c.DedupMaxIDs) },
+		check: func(c *Config) error { return checkCount(c.DedupMaxIDs) },
 	},
 	{
 		key:   "namespaces",
@@ -325,19 +343,6 @@ func (f *bytesField) set(s string) error {
 }
 func (f *bytesField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
 
-type intField int
-
-func (f *intField) kind() string { return "int" }
-func (f *intField) set(s string) error {
-	v, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil {
-		return fmt.Errorf("invalid whole number %q", s)
-	}
-	*f = intField(v)
-	return nil
-}
-func (f *intField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
-
 type floatField float64
 
 func (f *floatField) kind() string { return "number" }
@@ -350,6 +355,20 @@ func (f *floatField) set(s string) error {
 	return nil
 }
 func (f *floatField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
+
+// countField is a whole number of things.
+type countField int
+
+func (f *countField) kind() string { return "count" }
+func (f *countField) set(s string) error {
+	v, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("invalid count %q (want a whole number such as 1000000)", s)
+	}
+	*f = countField(v)
+	return nil
+}
+func (f *countField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
 
 type boolField bool
 
