@@ -25,6 +25,13 @@ type Options struct {
 	MaxPayload int64  // largest request body, in bytes
 	Server     *sio.Server
 	Logger     *slog.Logger
+	// ReadKey is a second key that admits GET requests only; empty: none.
+	ReadKey string
+	// AuthFailures is how many requests with a wrong key one address may make per minute before
+	// it gets 429; 0: no limit.
+	AuthFailures float64
+	// ClientIP finds a request's address (for AuthFailures).
+	ClientIP middleware.ClientIP
 }
 
 // Handler returns the handler for /api/.
@@ -36,7 +43,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not_found", "no such API route")
 	})
-	return middleware.APIKey(o.Key, WriteError, mux)
+	return middleware.APIKey(middleware.APIKeyOptions{Key: o.Key, ReadKey: o.ReadKey, FailuresPerMinute: o.AuthFailures, ClientIP: o.ClientIP}, WriteError, mux)
 }
 
 // WriteError writes the API's error format: {"error":{"code","message"}}.
@@ -54,6 +61,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 type emitRequest struct {
 	Namespace string          `json:"namespace"`
 	Rooms     []string        `json:"rooms"`
+	Users     []string        `json:"users"`
 	Except    []string        `json:"except"`
 	Event     string          `json:"event"`
 	Data      json.RawMessage `json:"data"`
@@ -126,6 +134,19 @@ func resolve(o Options, w http.ResponseWriter, namespace string, roomLists ...[]
 	return n, true
 }
 
+// withUsers adds the personal rooms of users to rooms; on a bad user id it answers the request
+// itself (400 invalid_user) and returns false.
+func withUsers(w http.ResponseWriter, rs, users []string) ([]string, bool) {
+	for _, u := range users {
+		if u == "" || len(u) > rooms.MaxUserLen {
+			WriteError(w, http.StatusBadRequest, "invalid_user", "a user id must be a non-empty string of at most 123 bytes")
+			return nil, false
+		}
+		rs = append(rs, rooms.UserRoom(u))
+	}
+	return rs, true
+}
+
 func emit(o Options, w http.ResponseWriter, r *http.Request) {
 	req := emitRequest{Namespace: "/"}
 	if !decodePost(o, w, r, &req) {
@@ -135,7 +156,11 @@ func emit(o Options, w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "invalid_event", "event must be a non-empty, non-reserved event name")
 		return
 	}
-	n, ok := resolve(o, w, req.Namespace, req.Rooms, req.Except)
+	targets, ok := withUsers(w, req.Rooms, req.Users)
+	if !ok {
+		return
+	}
+	n, ok := resolve(o, w, req.Namespace, targets, req.Except)
 	if !ok {
 		return
 	}
@@ -148,7 +173,7 @@ func emit(o Options, w http.ResponseWriter, r *http.Request) {
 	if len(data) == 0 {
 		data = json.RawMessage("null")
 	}
-	opts := adapter.BroadcastOptions{Rooms: req.Rooms, Except: req.Except, Volatile: req.Volatile}
+	opts := adapter.BroadcastOptions{Rooms: targets, Except: req.Except, Volatile: req.Volatile}
 	if timeout > 0 {
 		emitWithAck(o, w, r, n, opts, req.Event, data, timeout)
 		return
