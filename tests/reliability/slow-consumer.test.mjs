@@ -107,7 +107,10 @@ test("a client that stops reading is disconnected as a slow_consumer; the others
     const base = p99(r.delays.slice(0, baseline));
     const during = p99(r.delays.slice(baseline));
     t.diagnostic(`${r.transport} reader: ${sent} messages; latency p99 ${base} ms before, ${during} ms with the slow client`);
-    assert.ok(during <= 3 * base + 250, `${r.transport} reader: p99 latency ${during} ms with the slow client, ${base} ms before`);
+    // A reader held up behind the slow client would stall for the write timeout (seconds); a shared
+    // CI machine moves p99 by hundreds of milliseconds between two phases on its own.
+    const bound = Math.max(3 * base + 250, 2000);
+    assert.ok(during <= bound, `${r.transport} reader: p99 latency ${during} ms with the slow client, ${base} ms before`);
   }
   t.diagnostic(
     `slow client disconnected ${goneAt - pausedAt} ms after it stopped reading (${RATE}/s of ${PAYLOAD.length} B); chorus RSS ${rss0.toFixed(1)} MB before, ${rssPeak.toFixed(1)} MB at most`,
