@@ -13,21 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/chorus-rt/chorus/adapter"
 	"github.com/chorus-rt/chorus/internal/config"
 	"github.com/chorus-rt/chorus/internal/siotest"
 )
 
 // redisClient is a plain client of rs for a test's checks.
-func redisClient(t *testing.T, rs *redisServer) *redis.Client {
-	t.Helper()
-	c := redis.NewClient(&redis.Options{Addr: rs.addr()})
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
 // streamsNodes starts n nodes in streams mode on one prefix (the stream's name), edited by edit.
 func streamsNodes(t *testing.T, rs *redisServer, n int, edit func(*config.Config)) ([]*node, string) {
 	t.Helper()
@@ -95,7 +86,7 @@ func TestStreamsRecoveryAcrossNodes(t *testing.T) {
 	dropOn(t, a, a1)
 
 	// The session, in Node's format, under sio:session:<pid>, with the window as its expiry.
-	rc := redisClient(t, rs)
+	rc := redisClient(t, rs.url())
 	var raw string
 	waitFor(t, "the session in Redis", func() bool { // A writes it through its publish queue
 		var err error
@@ -234,7 +225,7 @@ func TestStreamsRecoveryTrimmed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rc := redisClient(t, sharedRedis(t))
+	rc := redisClient(t, sharedRedis(t).url())
 	waitFor(t, "the client's offset trimmed from the stream", func() bool {
 		info, err := rc.XInfoStream(context.Background(), prefix).Result()
 		return err == nil && idLess(ev.Offset, info.FirstEntry.ID) && info.Length < 250

@@ -18,6 +18,7 @@ import (
 	"github.com/chorus-rt/chorus/internal/config"
 	"github.com/chorus-rt/chorus/internal/engine"
 	"github.com/chorus-rt/chorus/internal/sio"
+	"github.com/chorus-rt/chorus/middleware"
 	"github.com/chorus-rt/chorus/namespaces"
 	"github.com/chorus-rt/chorus/rooms"
 	"github.com/chorus-rt/chorus/web"
@@ -60,6 +61,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if cfg.APIKey == "" {
 		log.Warn("HTTP API disabled: set CHORUS_API_KEY to enable /api/v1/emit")
 	}
+	switch {
+	case cfg.Mode == "development" && len(cfg.CORSOrigins) == 0:
+		log.Warn("development mode: browsers from any origin may connect (set CHORUS_CORS_ORIGINS, or CHORUS_MODE=production)")
+	case len(cfg.CORSOrigins) == 1 && cfg.CORSOrigins[0] == "*":
+		log.Warn("CHORUS_CORS_ORIGINS=*: browsers from any origin may connect")
+	}
+	if cfg.JWT() {
+		log.Info("client tokens verified", "hs256", cfg.JWTSecret != "", "keys", cfg.JWTKeys, "issuer", cfg.JWTIssuer, "audience", cfg.JWTAudience)
+	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
@@ -94,32 +104,53 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 		var err error
 		cluster, err = adapter.NewRedis(adapter.RedisOptions{
 			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, RequestTimeout: cfg.RedisRequestTimeout, Logger: log,
-			Streams: cfg.RedisMode == "streams", StreamMaxLen: cfg.RedisStreamMaxLen,
+			Streams: cfg.RedisMode == "streams", StreamMaxLen: int64(cfg.RedisStreamMaxLen),
 		})
 		if err != nil { // Run validates the configuration first, so only an unvalidated one gets here
 			log.Error("redis adapter disabled: this node serves its own clients only", "err", err)
 		}
 	}
 	var factory adapter.Factory
+	// Publishes with an id are deduplicated in Redis when the node is in a cluster (a retry may
+	// reach another node), in memory otherwise.
+	var dedup adapter.Deduper = adapter.NewMemoryDedup(adapter.MemoryDedupOptions{Window: cfg.DedupWindow, MaxIDs: cfg.DedupMaxIDs, Logger: log})
 	if cluster != nil {
 		factory = cluster.Factory
+		dedup = cluster.Deduper(cfg.DedupWindow)
+	}
+	clientIP, err := middleware.NewClientIP(cfg.TrustedProxies)
+	if err != nil { // validated in Run
+		log.Error("trusted proxies ignored", "err", err)
+	}
+	guard := middleware.NewConnGuard(middleware.ConnLimits{
+		HandshakeRate: cfg.HandshakeRate, HandshakeBurst: cfg.HandshakeBurst,
+		MaxPerAddr: cfg.MaxConnsPerIP, MaxTotal: cfg.MaxConns,
+	}, clientIP, log)
+	origins := cfg.CORSOrigins
+	if cfg.Mode == "development" && len(origins) == 0 {
+		origins = []string{"*"}
 	}
 	srv := sio.NewServer(sio.Options{
 		Engine: engine.Options{
 			PingInterval: cfg.PingInterval,
 			PingTimeout:  cfg.PingTimeout,
 			MaxPayload:   cfg.MaxPayload,
+			MaxBuffered:  int(cfg.MaxBuffered),
 			Transports:   cfg.Transports,
-			CORSOrigins:  cfg.CORSOrigins,
+			CORSOrigins:  origins,
+			Admit:        guard.Admit,
 		},
 		Adapter: factory,
 		Logger:  log,
 	})
-	setupNamespaces(srv, cfg, log)
+	setupNamespaces(srv, cfg, authenticator(cfg, log), dedup, log)
 
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", srv)
-	mux.Handle("/api/", api.Handler(api.Options{Key: cfg.APIKey, MaxPayload: cfg.MaxPayload, Server: srv, Logger: log}))
+	mux.Handle("/api/", api.Handler(api.Options{
+		Key: cfg.APIKey, ReadKey: cfg.APIReadKey, AuthFailures: cfg.APIAuthFailures, ClientIP: clientIP,
+		MaxPayload: cfg.MaxPayload, Server: srv, Logger: log,
+	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -153,43 +184,79 @@ func readyRedis(w http.ResponseWriter, st adapter.RedisStatus) {
 	fmt.Fprintf(w, "degraded\nredis: %s since %s; serving local clients only (dropped %d messages so far)\n", st.State, since, st.Dropped)
 }
 
-// setupNamespaces installs the client protocol on "/" and on every configured namespace, and
-// connection-state recovery where it is on; names with '*' become dynamic namespaces created on
-// first use.
-func setupNamespaces(srv *sio.Server, cfg config.Config, log *slog.Logger) {
+// setupNamespaces installs, on "/" and on every configured namespace, connection-state recovery
+// where it is on, token authentication (per the namespace's auth mode), the per-socket event limit
+// and the client protocol; names with '*' become dynamic namespaces set up on first use.
+func setupNamespaces(srv *sio.Server, cfg config.Config, authn middleware.Authenticator, dedup adapter.Deduper, log *slog.Logger) {
+	setup := func(nc config.Namespace) func(*sio.Namespace) {
+		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish, MaxRooms: cfg.MaxRooms}
+		mode := middleware.AuthMode(cfg.AuthMode(nc))
+		if mode != middleware.AuthNone && authn == nil { // only without validation: stay closed
+			authn = refuseAll{}
+		}
+		return func(n *sio.Namespace) {
+			if o, ok := recoveryOptions(cfg, nc); ok {
+				n.EnableRecovery(o)
+			}
+			middleware.InstallAuth(n, middleware.AuthOptions{Authenticator: authn, Mode: mode, Leeway: cfg.JWTLeeway, Logger: log})
+			middleware.EventLimit(n, cfg.RateEvents, cfg.RateBurst, log)
+			namespaces.Register(n, policy, dedup, log)
+		}
+	}
 	root := false
 	for _, nc := range cfg.Namespaces {
-		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish}
-		setup := func(n *sio.Namespace) {
-			if r := nc.Recovery; r != nil && r.Enabled {
-				n.EnableRecovery(adapter.RecoveryOptions{MaxDisconnection: r.MaxDisconnection, MaxPackets: int(r.MaxPackets)})
-			}
-			namespaces.Register(n, policy, log)
-		}
 		if rooms.IsPattern(nc.Name) {
 			pattern := nc.Name
-			srv.NamespaceFunc(func(name string) bool { return rooms.Match(pattern, name) }, setup)
+			srv.NamespaceFunc(func(name string) bool { return rooms.Match(pattern, name) }, setup(nc))
 			continue
 		}
-		n := srv.Namespace(nc.Name)
-		if nc.Name == "/" {
-			root = true
-			setupRoot(n, cfg)
-		}
-		setup(n)
+		root = root || nc.Name == "/"
+		setup(nc)(srv.Namespace(nc.Name))
 	}
 	if !root {
-		n := srv.Namespace("/")
-		setupRoot(n, cfg)
-		namespaces.Register(n, rooms.Policy{}, log)
+		setup(config.Namespace{Name: "/"})(srv.Namespace("/"))
 	}
 }
 
-// setupRoot turns recovery on for "/" as the recovery settings say.
-func setupRoot(n *sio.Namespace, cfg config.Config) {
-	if cfg.Recovery {
-		n.EnableRecovery(adapter.RecoveryOptions{MaxDisconnection: cfg.RecoveryMaxDisconnection, MaxPackets: int(cfg.RecoveryMaxPackets)})
+// recoveryOptions returns the connection-state recovery of namespace nc, if it is on: "/" takes it
+// from the recovery settings, others from their recovery key.
+func recoveryOptions(cfg config.Config, nc config.Namespace) (adapter.RecoveryOptions, bool) {
+	if nc.Name == "/" {
+		return adapter.RecoveryOptions{MaxDisconnection: cfg.RecoveryMaxDisconnection, MaxPackets: int(cfg.RecoveryMaxPackets)}, cfg.Recovery
 	}
+	if r := nc.Recovery; r != nil && r.Enabled {
+		return adapter.RecoveryOptions{MaxDisconnection: r.MaxDisconnection, MaxPackets: int(r.MaxPackets)}, true
+	}
+	return adapter.RecoveryOptions{}, false
+}
+
+// authenticator returns the verifier of client tokens, nil without a JWT secret or key. A key file
+// that cannot be read (only an unvalidated configuration gets here: Run validates it) leaves one that
+// refuses every token, so that a namespace requiring tokens stays closed.
+func authenticator(cfg config.Config, log *slog.Logger) middleware.Authenticator {
+	if !cfg.JWT() {
+		return nil
+	}
+	o := middleware.JWTOptions{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Leeway: cfg.JWTLeeway}
+	var err error
+	if cfg.JWTKeys != "" {
+		o.Keys, err = middleware.LoadKeys(cfg.JWTKeys)
+	}
+	var a *middleware.JWT
+	if err == nil {
+		a, err = middleware.NewJWT(o)
+	}
+	if err != nil {
+		log.Error("client tokens cannot be verified: every token is refused", "err", err)
+		return refuseAll{}
+	}
+	return a
+}
+
+type refuseAll struct{}
+
+func (refuseAll) Verify(string) (middleware.Identity, error) {
+	return middleware.Identity{}, sio.Errorf(middleware.CodeInvalidToken, "the server cannot verify tokens")
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {

@@ -22,6 +22,7 @@ func TestDefault(t *testing.T) {
 		PingInterval: 25 * time.Second,
 		PingTimeout:  20 * time.Second,
 		MaxPayload:   1_000_000,
+		MaxBuffered:  1 << 20,
 		Transports:   []string{"polling", "websocket"},
 		DrainTimeout: 10 * time.Second,
 		LogLevel:     "info",
@@ -36,6 +37,17 @@ func TestDefault(t *testing.T) {
 		Recovery:                 true,
 		RecoveryMaxDisconnection: 2 * time.Minute,
 		RecoveryMaxPackets:       100000,
+
+		DedupWindow: 2 * time.Minute,
+		DedupMaxIDs: 1_000_000,
+
+		Mode:            "production",
+		APIAuthFailures: 10,
+		HandshakeRate:   50,
+		HandshakeBurst:  200,
+		MaxConnsPerIP:   1000,
+		MaxConns:        100_000,
+		MaxRooms:        1000,
 	}
 	if got := config.Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() = %+v\nwant %+v", got, want)
@@ -186,11 +198,13 @@ namespaces:
     publish: []
   - &base
     name: /open
+    auth: none
   - name: /live
     recovery: {max_disconnection: 30s, max_packets: 500}
   - name: /off
     recovery:
       enabled: false
+jwt_secret: 0123456789abcdef0123456789abcdef
 `)
 	c, err := config.Load([]string{"-config", path}, env(nil), &bytes.Buffer{})
 	if err != nil {
@@ -199,7 +213,7 @@ namespaces:
 	want := []config.Namespace{
 		{Name: "/chat", Join: []string{"lobby", "team-*"}, Publish: []string{"team-*"}},
 		{Name: "/tenant-*", Join: nil, Publish: []string{}},
-		{Name: "/open"},
+		{Name: "/open", Auth: "none"},
 		{Name: "/live", Recovery: &config.Recovery{Enabled: true, MaxDisconnection: 30 * time.Second, MaxPackets: 500}},
 		{Name: "/off", Recovery: &config.Recovery{Enabled: false}},
 	}
@@ -218,6 +232,17 @@ namespaces:
 	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("Validate: %v", err)
+	}
+	// With a JWT secret, a namespace without auth requires a token; auth overrides it.
+	for ns, want := range map[string]string{"/chat": "required", "/open": "none"} {
+		for _, n := range c.Namespaces {
+			if n.Name == ns && c.AuthMode(n) != want {
+				t.Errorf("AuthMode(%s) = %q, want %q", ns, c.AuthMode(n), want)
+			}
+		}
+	}
+	if got := config.Default().AuthMode(config.Namespace{Name: "/"}); got != "none" {
+		t.Errorf("without a JWT secret, AuthMode = %q, want none", got)
 	}
 }
 
@@ -238,12 +263,13 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "bad values everywhere are all reported",
 			file: "ping_timeout: soon\n",
-			env:  map[string]string{"CHORUS_DRAIN_TIMEOUT": "10", "CHORUS_MAX_PAYLOAD": "1MB"},
+			env:  map[string]string{"CHORUS_DRAIN_TIMEOUT": "10", "CHORUS_MAX_PAYLOAD": "1MB", "CHORUS_DEDUP_MAX_IDS": "1e6"},
 			args: []string{"-ping-interval", "often", "-check-config=maybe"},
 			want: []string{
 				`:1: ping_timeout: invalid duration "soon"`,
 				`CHORUS_DRAIN_TIMEOUT: invalid duration "10"`,
 				`CHORUS_MAX_PAYLOAD: invalid byte count "1MB"`,
+				`CHORUS_DEDUP_MAX_IDS: invalid count "1e6"`,
 				`-ping-interval: invalid duration "often"`,
 				`-check-config: invalid boolean "maybe"`,
 			},
@@ -434,9 +460,67 @@ func TestValidate(t *testing.T) {
 			},
 		},
 		{name: "unknown redis mode", change: func(c *config.Config) { c.RedisMode = "cluster" }, want: []string{`CHORUS_REDIS_MODE: "cluster" is not one of pubsub, streams`}},
+		{
+			name: "security settings",
+			change: func(c *config.Config) {
+				c.Mode = "development"
+				c.TrustedProxies = []string{"10.0.0.0/8", "::1", "192.168.1.7"}
+				c.JWTSecret = strings.Repeat("s", 32)
+				c.JWTLeeway = 5 * time.Second
+				c.RateEvents, c.RateBurst = 0.5, 5
+				c.HandshakeRate, c.HandshakeBurst, c.MaxConnsPerIP, c.MaxConns, c.MaxRooms, c.APIAuthFailures = 0, 0, 0, 0, 0, 0
+				c.Namespaces = []config.Namespace{{Name: "/", Auth: "optional"}, {Name: "/open", Auth: "none"}, {Name: "/closed", Auth: "required"}}
+			},
+		},
+		{
+			name: "security problems",
+			change: func(c *config.Config) {
+				c.Mode = "prod"
+				c.TrustedProxies = []string{"10.0.0.0/33", "proxy.internal"}
+				c.JWTSecret = "short"
+				c.JWTKeys = "/nonexistent/keys.pem"
+				c.JWTLeeway = -time.Second
+				c.RateEvents, c.RateBurst = -1, -1
+				c.HandshakeRate, c.HandshakeBurst, c.MaxConnsPerIP, c.MaxConns, c.MaxRooms, c.APIAuthFailures = -1, -1, -1, -1, -1, -1
+				c.Namespaces = []config.Namespace{{Name: "/", Auth: "sometimes"}}
+			},
+			want: []string{
+				`CHORUS_MODE: "prod" is not one of production, development`,
+				`CHORUS_TRUSTED_PROXIES: trusted proxy "10.0.0.0/33" is not an address or CIDR prefix`,
+				`CHORUS_TRUSTED_PROXIES: trusted proxy "proxy.internal" is not an address or CIDR prefix`,
+				`CHORUS_JWT_SECRET: must be at least 32 bytes (RFC 7518), got 5`,
+				`CHORUS_JWT_KEYS: open /nonexistent/keys.pem`,
+				`CHORUS_JWT_LEEWAY: must not be negative`,
+				`CHORUS_RATE_EVENTS: must not be negative, got -1`,
+				`CHORUS_RATE_BURST: must not be negative, got -1`,
+				`CHORUS_HANDSHAKE_RATE: must not be negative`,
+				`CHORUS_HANDSHAKE_BURST: must not be negative`,
+				`CHORUS_MAX_CONNS_PER_IP: must not be negative`,
+				`CHORUS_MAX_CONNS: must not be negative`,
+				`CHORUS_MAX_ROOMS: must not be negative`,
+				`CHORUS_API_AUTH_FAILURES: must not be negative`,
+				`namespaces: [0] "/": auth "sometimes" is not one of required, optional, none`,
+			},
+		},
+		{
+			name: "auth without a JWT secret or key",
+			change: func(c *config.Config) {
+				c.Namespaces = []config.Namespace{{Name: "/a", Auth: "required"}, {Name: "/b", Auth: "optional"}, {Name: "/c", Auth: "none"}}
+			},
+			want: []string{
+				`namespaces: [0] "/a": auth required needs CHORUS_JWT_SECRET or CHORUS_JWT_KEYS`,
+				`namespaces: [1] "/b": auth optional needs CHORUS_JWT_SECRET or CHORUS_JWT_KEYS`,
+			},
+		},
 		{name: "no transports", change: func(c *config.Config) { c.Transports = nil }, want: []string{`CHORUS_TRANSPORTS: need at least one`}},
 		{name: "empty addr", change: func(c *config.Config) { c.Addr = "" }, want: []string{`CHORUS_ADDR: "" is not host:port`}},
 		{name: "port out of range", change: func(c *config.Config) { c.Addr = ":70000" }, want: []string{`CHORUS_ADDR: port "70000"`}},
+		{
+			name:   "dedup problems",
+			change: func(c *config.Config) { c.DedupWindow = 25 * time.Hour; c.DedupMaxIDs = 0 },
+			want:   []string{`CHORUS_DEDUP_WINDOW: must be more than 0 and at most 24h0m0s, got 25h0m0s`, `CHORUS_DEDUP_MAX_IDS: must be at least 1, got 0`},
+		},
+		{name: "zero dedup window", change: func(c *config.Config) { c.DedupWindow = 0 }, want: []string{`CHORUS_DEDUP_WINDOW: must be more than 0`}},
 		{name: "zero payload", change: func(c *config.Config) { c.MaxPayload = 0 }, want: []string{`CHORUS_MAX_PAYLOAD: must be from 1`}},
 		{name: "origin with a bad port", change: func(c *config.Config) { c.CORSOrigins = []string{"http://localhost:"} }, want: []string{`origin "http://localhost:": port ""`}},
 	}
@@ -542,12 +626,17 @@ func TestTable(t *testing.T) {
 func TestEverySettingIsRead(t *testing.T) {
 	t.Parallel()
 	values := map[string]string{ // a value different from the default, per setting
-		"addr": "x:1", "api-key": "k", "ping-interval": "1s", "ping-timeout": "1s", "max-payload": "1",
+		"addr": "x:1", "api-key": "k", "ping-interval": "1s", "ping-timeout": "1s", "max-payload": "1", "max-buffered": "2048",
 		"transports": "websocket", "cors-origins": "*", "drain-timeout": "1s", "log-level": "debug",
 		"log-format": "json", "client-dir": "d", "check-config": "true",
 		"redis-url": "redis://127.0.0.1:6379/1", "redis-prefix": "p", "redis-request-timeout": "1s",
 		"redis-mode": "streams", "redis-stream-maxlen": "5", "recovery": "false",
 		"recovery-max-disconnection": "30s", "recovery-max-packets": "7",
+		"api-read-key": "r", "api-auth-failures": "0", "mode": "development", "trusted-proxies": "10.0.0.0/8",
+		"jwt-secret": "s", "jwt-keys": "k.pem", "jwt-issuer": "i", "jwt-audience": "a", "jwt-leeway": "1s",
+		"rate-events": "2.5", "rate-burst": "3", "handshake-rate": "0", "handshake-burst": "1",
+		"max-conns-per-ip": "0", "max-conns": "0", "max-rooms": "0",
+		"dedup-window": "30s", "dedup-max-ids": "10",
 	}
 	empty := writeFile(t, "")
 	values["config"] = empty

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -78,6 +79,17 @@ var specs = []spec{
 		field: func(c *Config) field { return (*stringField)(&c.APIKey) },
 	},
 	{
+		flag: "api-read-key", env: "CHORUS_API_READ_KEY", key: "api_read_key", def: "",
+		help:  "second HTTP API key that serves GET requests only (e.g. for dashboards); empty: none",
+		field: func(c *Config) field { return (*stringField)(&c.APIReadKey) },
+	},
+	{
+		flag: "api-auth-failures", env: "CHORUS_API_AUTH_FAILURES", key: "api_auth_failures", def: "10",
+		help:  "HTTP API requests with a wrong key one address may make per minute before it gets 429; 0 = no limit",
+		field: func(c *Config) field { return (*floatField)(&c.APIAuthFailures) },
+		check: func(c *Config) error { return checkNonNegativeNumber(c.APIAuthFailures) },
+	},
+	{
 		flag: "ping-interval", env: "CHORUS_PING_INTERVAL", key: "ping_interval", def: "25s",
 		help:  "how often the server pings each client",
 		field: func(c *Config) field { return (*durationField)(&c.PingInterval) },
@@ -96,6 +108,12 @@ var specs = []spec{
 		check: func(c *Config) error { return checkMaxPayload(c.MaxPayload) },
 	},
 	{
+		flag: "max-buffered", env: "CHORUS_MAX_BUFFERED", key: "max_buffered", def: "1048576",
+		help:  "output waiting for one connection, in bytes, past which it is disconnected as a slow_consumer (1024 to 1073741824)",
+		field: func(c *Config) field { return (*bytesField)(&c.MaxBuffered) },
+		check: func(c *Config) error { return checkRange(c.MaxBuffered, 1024, 1<<30, "bytes") },
+	},
+	{
 		flag: "transports", env: "CHORUS_TRANSPORTS", key: "transports", def: "polling,websocket",
 		help:  "transports clients may use: comma list of polling, websocket",
 		field: func(c *Config) field { return (*listField)(&c.Transports) },
@@ -103,9 +121,91 @@ var specs = []spec{
 	},
 	{
 		flag: "cors-origins", env: "CHORUS_CORS_ORIGINS", key: "cors_origins", def: "",
-		help:  "origins allowed cross-origin: comma list of scheme://host[:port], or * for any; empty allows same-origin only",
+		help:  "origins browsers may connect from besides the server's own: comma list of scheme://host[:port], or * for any; empty allows same-origin only (any origin with -mode development)",
 		field: func(c *Config) field { return (*listField)(&c.CORSOrigins) },
 		check: func(c *Config) error { return checkOrigins(c.CORSOrigins) },
+	},
+	{
+		flag: "mode", env: "CHORUS_MODE", key: "mode", def: "production",
+		help:  "production or development; development lets any origin connect while -cors-origins is empty",
+		field: func(c *Config) field { return (*stringField)(&c.Mode) },
+		check: func(c *Config) error { return checkOneOf(c.Mode, "production", "development") },
+	},
+	{
+		flag: "trusted-proxies", env: "CHORUS_TRUSTED_PROXIES", key: "trusted_proxies", def: "",
+		help:  "reverse proxies whose X-Forwarded-For the per-address limits believe: comma list of addresses or CIDR prefixes; empty: none",
+		field: func(c *Config) field { return (*listField)(&c.TrustedProxies) },
+		check: func(c *Config) error { return checkProxies(c.TrustedProxies) },
+	},
+	{
+		flag: "jwt-secret", env: "CHORUS_JWT_SECRET", key: "jwt_secret", def: "",
+		help:  "secret (at least 32 bytes) verifying HS256 client tokens; with it or -jwt-keys, namespaces require a token by default",
+		field: func(c *Config) field { return (*stringField)(&c.JWTSecret) },
+		check: func(c *Config) error { return checkJWTSecret(c.JWTSecret) },
+	},
+	{
+		flag: "jwt-keys", env: "CHORUS_JWT_KEYS", key: "jwt_keys", def: "",
+		help:  "file of public keys verifying RS256/ES256 client tokens: PEM (keys or certificates) or JWKS",
+		field: func(c *Config) field { return (*stringField)(&c.JWTKeys) },
+		check: func(c *Config) error { return checkJWTKeys(c.JWTKeys) },
+	},
+	{
+		flag: "jwt-issuer", env: "CHORUS_JWT_ISSUER", key: "jwt_issuer", def: "",
+		help:  "iss claim every client token must carry; empty: any",
+		field: func(c *Config) field { return (*stringField)(&c.JWTIssuer) },
+	},
+	{
+		flag: "jwt-audience", env: "CHORUS_JWT_AUDIENCE", key: "jwt_audience", def: "",
+		help:  "value that must be among a client token's aud claim; empty: any",
+		field: func(c *Config) field { return (*stringField)(&c.JWTAudience) },
+	},
+	{
+		flag: "jwt-leeway", env: "CHORUS_JWT_LEEWAY", key: "jwt_leeway", def: "0s",
+		help:  "clock skew allowed when a token's exp and nbf are checked",
+		field: func(c *Config) field { return (*durationField)(&c.JWTLeeway) },
+		check: func(c *Config) error { return checkNonNegative(c.JWTLeeway) },
+	},
+	{
+		flag: "rate-events", env: "CHORUS_RATE_EVENTS", key: "rate_events", def: "0",
+		help:  "events per second each socket may send (more get the ack error rate_limited; keeping at it disconnects); 0 = no limit",
+		field: func(c *Config) field { return (*floatField)(&c.RateEvents) },
+		check: func(c *Config) error { return checkNonNegativeNumber(c.RateEvents) },
+	},
+	{
+		flag: "rate-burst", env: "CHORUS_RATE_BURST", key: "rate_burst", def: "0",
+		help:  "events a socket may send at once above -rate-events; 0 = one second's worth",
+		field: func(c *Config) field { return (*countField)(&c.RateBurst) },
+		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.RateBurst)) },
+	},
+	{
+		flag: "handshake-rate", env: "CHORUS_HANDSHAKE_RATE", key: "handshake_rate", def: "50",
+		help:  "new connections per second one client address may open (more get 429); 0 = no limit",
+		field: func(c *Config) field { return (*floatField)(&c.HandshakeRate) },
+		check: func(c *Config) error { return checkNonNegativeNumber(c.HandshakeRate) },
+	},
+	{
+		flag: "handshake-burst", env: "CHORUS_HANDSHAKE_BURST", key: "handshake_burst", def: "200",
+		help:  "new connections one address may open at once above -handshake-rate; 0 = one second's worth",
+		field: func(c *Config) field { return (*countField)(&c.HandshakeBurst) },
+		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.HandshakeBurst)) },
+	},
+	{
+		flag: "max-conns-per-ip", env: "CHORUS_MAX_CONNS_PER_IP", key: "max_conns_per_ip", def: "1000",
+		help:  "connections one client address (IPv6: one /64) may hold open (more get 429); 0 = no limit",
+		field: func(c *Config) field { return (*countField)(&c.MaxConnsPerIP) },
+		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.MaxConnsPerIP)) },
+	},
+	{
+		flag: "max-conns", env: "CHORUS_MAX_CONNS", key: "max_conns", def: "100000",
+		help:  "connections this server holds open (more get 503); 0 = no limit",
+		field: func(c *Config) field { return (*countField)(&c.MaxConns) },
+		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.MaxConns)) },
+	},
+	{
+		flag: "max-rooms", env: "CHORUS_MAX_ROOMS", key: "max_rooms", def: "1000",
+		help:  "rooms one socket may join (more get too_many_rooms); 0 = no limit",
+		field: func(c *Config) field { return (*countField)(&c.MaxRooms) },
+		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.MaxRooms)) },
 	},
 	{
 		flag: "drain-timeout", env: "CHORUS_DRAIN_TIMEOUT", key: "drain_timeout", def: "10s",
@@ -158,7 +258,7 @@ var specs = []spec{
 		flag: "redis-stream-maxlen", env: "CHORUS_REDIS_STREAM_MAXLEN", key: "redis_stream_maxlen", def: "10000",
 		help:  "streams mode: entries the Redis stream keeps, about (XADD MAXLEN ~, Node's maxLen)",
 		field: func(c *Config) field { return (*countField)(&c.RedisStreamMaxLen) },
-		check: func(c *Config) error { return checkCount(c.RedisStreamMaxLen, maxCount) },
+		check: func(c *Config) error { return checkCountRange(c.RedisStreamMaxLen, maxCount) },
 	},
 	{
 		flag: "recovery", env: "CHORUS_RECOVERY", key: "recovery", def: "true",
@@ -175,13 +275,27 @@ var specs = []spec{
 		flag: "recovery-max-packets", env: "CHORUS_RECOVERY_MAX_PACKETS", key: "recovery_max_packets", def: "100000",
 		help:  "most events `/` keeps in memory for recovery (also at most 64 MiB)",
 		field: func(c *Config) field { return (*countField)(&c.RecoveryMaxPackets) },
-		check: func(c *Config) error { return checkCount(c.RecoveryMaxPackets, maxCount) },
+		check: func(c *Config) error { return checkCountRange(c.RecoveryMaxPackets, maxCount) },
+	},
+	{
+		flag: "dedup-window", env: "CHORUS_DEDUP_WINDOW", key: "dedup_window", def: "2m",
+		help:  "how long the id of a published message is remembered, so that a retry is acked as a duplicate and not delivered again (at most 24h)",
+		field: func(c *Config) field { return (*durationField)(&c.DedupWindow) },
+		check: func(c *Config) error { return checkDedupWindow(c.DedupWindow) },
+	},
+	{
+		flag: "dedup-max-ids", env: "CHORUS_DEDUP_MAX_IDS", key: "dedup_max_ids", def: "1000000",
+		help:  "most message ids a node remembers without Redis (at most about 90 bytes each); past it the oldest are forgotten early",
+		field: func(c *Config) field { return (*countField)(&c.DedupMaxIDs) },
+		check: func(c *Config) error { return checkCount(c.DedupMaxIDs) },
 	},
 	{
 		key:   "namespaces",
 		help:  "namespaces besides `/` and the rooms clients may join and publish to ([docs/configuration.md](docs/configuration.md)); none means only `/`, any room",
 		field: func(c *Config) field { return (*namespacesField)(&c.Namespaces) },
-		check: func(c *Config) error { return checkNamespaces(c.Namespaces) },
+		check: func(c *Config) error {
+			return errors.Join(append(flatten(checkNamespaces(c.Namespaces)), flatten(checkNamespaceAuth(*c))...)...)
+		},
 	},
 	{
 		flag: flagConfig, env: envConfig,
@@ -260,14 +374,27 @@ func (f *bytesField) set(s string) error {
 }
 func (f *bytesField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
 
-// countField is a whole number of things (packets, entries).
-type countField int64
+type floatField float64
+
+func (f *floatField) kind() string { return "number" }
+func (f *floatField) set(s string) error {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Errorf("invalid number %q (want e.g. 10 or 0.5)", s)
+	}
+	*f = floatField(v)
+	return nil
+}
+func (f *floatField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
+
+// countField is a whole number of things.
+type countField int
 
 func (f *countField) kind() string { return "count" }
 func (f *countField) set(s string) error {
-	v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	v, err := strconv.Atoi(strings.TrimSpace(s))
 	if err != nil {
-		return fmt.Errorf("invalid count %q (want a whole number such as 10000)", s)
+		return fmt.Errorf("invalid count %q (want a whole number such as 1000000)", s)
 	}
 	*f = countField(v)
 	return nil
@@ -332,7 +459,7 @@ func (f *namespacesField) set(s string) error {
 	return nil
 }
 
-// setYAML reads a list of {name, join, publish, recovery}. Every problem is reported, each
+// setYAML reads a list of {name, join, publish, recovery, auth}. Every problem is reported, each
 // naming the entry's index.
 func (f *namespacesField) setYAML(n *yaml.Node) error {
 	if isNull(n) {
@@ -340,14 +467,14 @@ func (f *namespacesField) setYAML(n *yaml.Node) error {
 		return nil
 	}
 	if n.Kind != yaml.SequenceNode {
-		return errors.New("want a list of {name, join, publish, recovery}")
+		return errors.New("want a list of {name, join, publish, recovery, auth}")
 	}
 	l := make([]Namespace, 0, len(n.Content))
 	var errs []error
 	for i, item := range n.Content {
 		item = resolve(item)
 		if item.Kind != yaml.MappingNode {
-			errs = append(errs, lineError{item.Line, fmt.Errorf("[%d]: want a mapping with keys name, join, publish, recovery", i)})
+			errs = append(errs, lineError{item.Line, fmt.Errorf("[%d]: want a mapping with keys name, join, publish, recovery, auth", i)})
 			continue
 		}
 		var ns Namespace
@@ -366,8 +493,10 @@ func (f *namespacesField) setYAML(n *yaml.Node) error {
 				ns.Publish, err = patterns(v)
 			case k.Value == "recovery":
 				ns.Recovery, err = recovery(v)
+			case k.Value == "auth":
+				ns.Auth, err = scalar(v)
 			default:
-				err = errors.New("unknown key (want name, join, publish, recovery)")
+				err = errors.New("unknown key (want name, join, publish, recovery, auth)")
 			}
 			seen[k.Value] = true
 			for _, err := range flatten(err) {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chorus-rt/chorus/middleware"
 )
 
 // Validate reports every problem at once (errors.Join), one error per problem,
@@ -58,9 +60,33 @@ func checkNonNegative(d time.Duration) error {
 	return nil
 }
 
+// maxDedupWindow caps DedupWindow: ids are meant for retries, not for an archive.
+const maxDedupWindow = 24 * time.Hour
+
+func checkDedupWindow(d time.Duration) error {
+	if d <= 0 || d > maxDedupWindow {
+		return fmt.Errorf("must be more than 0 and at most %s, got %s", maxDedupWindow, d)
+	}
+	return nil
+}
+
+func checkCount(n int) error {
+	if n < 1 {
+		return fmt.Errorf("must be at least 1, got %d", n)
+	}
+	return nil
+}
+
 func checkMaxPayload(n int64) error {
 	if n <= 0 || n > maxPayloadLimit {
 		return fmt.Errorf("must be from 1 to %d bytes, got %d", maxPayloadLimit, n)
+	}
+	return nil
+}
+
+func checkRange(n, lo, hi int64, unit string) error {
+	if n < lo || n > hi {
+		return fmt.Errorf("must be from %d to %d %s, got %d", lo, hi, unit, n)
 	}
 	return nil
 }
@@ -202,9 +228,16 @@ func redactURL(u string) string {
 	return u
 }
 
-func checkCount(n, limit int64) error {
+func checkCountRange(n, limit int) error {
 	if n < 1 || n > limit {
 		return fmt.Errorf("must be from 1 to %d, got %d", limit, n)
+	}
+	return nil
+}
+
+func checkNonNegativeNumber(v float64) error {
+	if v < 0 {
+		return fmt.Errorf("must not be negative, got %g", v)
 	}
 	return nil
 }
@@ -217,4 +250,47 @@ func checkRedisMode(c *Config) error {
 		return errors.New("streams needs a Redis server: set CHORUS_REDIS_URL")
 	}
 	return nil
+}
+
+func checkProxies(ps []string) error {
+	var errs []error
+	for _, p := range ps {
+		if _, err := middleware.ParseProxy(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkJWTSecret(s string) error {
+	if s != "" && len(s) < middleware.MinSecretLen {
+		return fmt.Errorf("must be at least %d bytes (RFC 7518), got %d", middleware.MinSecretLen, len(s))
+	}
+	return nil
+}
+
+// checkJWTKeys reads the key file as chorus will, so that -check-config finds its problems.
+func checkJWTKeys(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, err := middleware.LoadKeys(path)
+	return err
+}
+
+// checkNamespaceAuth checks every namespace's auth mode; required and optional need a JWT secret or key.
+func checkNamespaceAuth(c Config) error {
+	var errs []error
+	for i, ns := range c.Namespaces {
+		switch ns.Auth {
+		case "", AuthNone:
+		case AuthRequired, AuthOptional:
+			if !c.JWT() {
+				errs = append(errs, fmt.Errorf("[%d] %q: auth %s needs CHORUS_JWT_SECRET or CHORUS_JWT_KEYS", i, ns.Name, ns.Auth))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("[%d] %q: auth %q is not one of required, optional, none", i, ns.Name, ns.Auth))
+		}
+	}
+	return errors.Join(errs...)
 }

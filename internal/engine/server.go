@@ -32,14 +32,25 @@ type Options struct {
 	PingTimeout time.Duration
 	// MaxPayload is the largest WebSocket message and polling POST body, in bytes; 0 means 1e6.
 	MaxPayload int64
+	// MaxBuffered caps the output waiting to be written to one session, in bytes as they go on the
+	// wire; a session over it is closed at once with ReasonSlowConsumer and its queue dropped. 0
+	// means 1 MiB.
+	MaxBuffered int
 	// Transports lists the enabled transports; nil means both.
 	Transports []string
 	// CORSOrigins lists the origins that may connect from a browser besides the server's own; "*" allows
 	// any. A request whose Origin is not allowed is refused with 403 on every transport.
 	CORSOrigins []string
 	// AllowRequest, when set, is asked before a new session is created; an error refuses the handshake
-	// with 403 and the error's text. It runs on the request's goroutine.
+	// with 403 (or the status of an error with an HTTPStatus() int method) and the error's text. It
+	// runs on the request's goroutine.
 	AllowRequest func(r *http.Request) error
+	// Admit, when set, is asked after AllowRequest agreed to a new session, on the request's
+	// goroutine, and may reserve what the session will hold (e.g. a place under a connection limit).
+	// An error refuses the handshake like AllowRequest's. On success the returned release function
+	// (nil for none) is called exactly once: when the session has ended, or at once if it could not
+	// be created after all.
+	Admit func(r *http.Request) (release func(), err error)
 	// OnOpen is called once per new session, before its open packet is sent; the Handler it returns
 	// receives the session's packets. Required.
 	OnOpen func(c *Conn) Handler
@@ -87,6 +98,9 @@ func NewServer(opts Options) *Server {
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = 1e6
 	}
+	if opts.MaxBuffered <= 0 {
+		opts.MaxBuffered = 1 << 20
+	}
 	if opts.Transports == nil {
 		opts.Transports = []string{Polling, WebSocket}
 	}
@@ -119,6 +133,19 @@ func writeError(w http.ResponseWriter, code int, message string) {
 	if code == codeForbidden {
 		status = http.StatusForbidden
 	}
+	writeErrorStatus(w, status, code, message)
+}
+
+// refuse answers a handshake that AllowRequest or Admit refused with err.
+func refuse(w http.ResponseWriter, err error) {
+	status := http.StatusForbidden
+	if s, ok := err.(interface{ HTTPStatus() int }); ok {
+		status = s.HTTPStatus()
+	}
+	writeErrorStatus(w, status, codeForbidden, err.Error())
+}
+
+func writeErrorStatus(w http.ResponseWriter, status, code int, message string) {
 	if message == "" {
 		message = codeMessages[code]
 	}
@@ -151,7 +178,8 @@ func (s *Server) originAllowed(r *http.Request) bool {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
-		writeError(w, codeForbidden, "origin not allowed (see CHORUS_CORS_ORIGINS)")
+		s.log.Debug("origin refused", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+		writeError(w, codeForbidden, "origin not allowed: list it in CHORUS_CORS_ORIGINS (or run with CHORUS_MODE=development)")
 		return
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
@@ -216,16 +244,35 @@ func (s *Server) lookup(sid string) *Conn {
 	return s.conns[sid]
 }
 
-// open creates a session after the AllowRequest check; it answers the request itself and returns nil
-// when the handshake is refused.
-func (s *Server) open(w http.ResponseWriter, r *http.Request, transport string) *Conn {
+// admit runs the AllowRequest and Admit checks of a new session; it answers the request itself and
+// returns false when the handshake is refused.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
 	if s.opts.AllowRequest != nil {
 		if err := s.opts.AllowRequest(r); err != nil {
-			writeError(w, codeForbidden, err.Error())
-			return nil
+			refuse(w, err)
+			return nil, false
 		}
 	}
+	if s.opts.Admit != nil {
+		release, err := s.opts.Admit(r)
+		if err != nil {
+			refuse(w, err)
+			return nil, false
+		}
+		return release, true
+	}
+	return nil, true
+}
+
+// open creates a session after the admission checks; it answers the request itself and returns nil
+// when the handshake is refused.
+func (s *Server) open(w http.ResponseWriter, r *http.Request, transport string) *Conn {
+	release, ok := s.admit(w, r)
+	if !ok {
+		return nil
+	}
 	c := newConn(s, newSID(), r, transport)
+	c.release = release
 	// The open packet is queued first, before OnOpen can Send: appended after OnOpen, it came after
 	// any message OnOpen sent, and the client's first packet was not the handshake.
 	c.out = append(c.out, frame{typ: typeOpen, data: openPacket(c.id, s.upgradesFor(transport), s.opts)})

@@ -3,6 +3,7 @@ package sio
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ type client struct {
 	pending     *protocol.Packet // a binary packet waiting for its attachments
 	want        int
 	attachments [][]byte
+	size        int64 // bytes of the pending packet so far, header and attachments
 
 	connectTimer *time.Timer
 }
@@ -47,6 +49,12 @@ func (cl *client) OnMessage(data []byte, binary bool) {
 	if binary {
 		if cl.pending == nil {
 			cl.fail(protocol.ErrUnexpectedData)
+			return
+		}
+		// A packet and its attachments together are held to the max payload: otherwise one packet
+		// could make the server hold MaxAttachments times as much.
+		if cl.size += int64(len(data)); cl.size > cl.srv.maxPayload {
+			cl.fail(errPacketTooLarge)
 			return
 		}
 		cl.attachments = append(cl.attachments, data)
@@ -74,7 +82,7 @@ func (cl *client) OnMessage(data []byte, binary bool) {
 		return
 	}
 	if want > 0 {
-		cl.pending, cl.want = &p, want
+		cl.pending, cl.want, cl.size = &p, want, int64(len(data))
 		return
 	}
 	if p.Type == protocol.BinaryEvent || p.Type == protocol.BinaryAck {
@@ -86,9 +94,12 @@ func (cl *client) OnMessage(data []byte, binary bool) {
 	cl.onPacket(&p)
 }
 
-// fail closes the connection on a packet that does not decode, as Node does.
+var errPacketTooLarge = errors.New("packet and its attachments larger than the max payload")
+
+// fail closes the connection on a packet that does not decode or is too large, as Node does, and
+// logs why (once per connection: the connection is closed).
 func (cl *client) fail(err error) {
-	cl.srv.log.Debug("parse error", "conn", cl.conn.ID(), "err", err)
+	cl.srv.log.Info("closing connection: bad packet", "conn", cl.conn.ID(), "remote", cl.conn.Request().RemoteAddr, "err", err)
 	cl.conn.Close("parse error")
 }
 
@@ -117,7 +128,14 @@ func (cl *client) onPacket(p *protocol.Packet) {
 			cl.fail(protocol.ErrPayload)
 			return
 		}
-		c.enqueue(queued{event: event, msg: &Message{Args: args[1:], Attachments: p.Attachments}, ackID: p.ID, ack: p.HasID})
+		q := queued{event: event, msg: &Message{Args: args[1:], Attachments: p.Attachments}, ackID: p.ID, ack: p.HasID}
+		if c.guard != nil {
+			if err := c.guard(event); err != nil {
+				c.refuse(q, err)
+				return
+			}
+		}
+		c.enqueue(q)
 	case p.Type == protocol.Ack || p.Type == protocol.BinaryAck:
 		args, err := protocol.Args(p.Data)
 		if err != nil {
@@ -176,7 +194,7 @@ func (cl *client) connect(p *protocol.Packet) {
 	cl.sockets = append(cl.sockets, c)
 	cl.mu.Unlock()
 	cl.stopConnectTimer()
-	n.add(c)
+	n.add(c, h.Rooms...) // the rooms the middleware chose (e.g. the personal room), before CONNECT
 	c.send(connectPacket(n.name, c.id, c.pid))
 	cl.srv.log.Info("connect", "sid", c.id, "nsp", n.name, "transport", cl.conn.Transport(), "remote", req.RemoteAddr, "conn", cl.conn.ID())
 	for _, f := range n.onConnect {

@@ -28,6 +28,13 @@ type Handshake struct {
 	Issued  int64               `json:"issued"`
 	URL     string              `json:"url"`
 	Auth    json.RawMessage     `json:"auth"`
+
+	// Set by handshake middleware, for the socket it admits (never sent anywhere):
+	// Session is what the socket's later handlers need of the handshake, e.g. its authenticated
+	// identity; Rooms are rooms the socket is in from the start, before the client hears that it
+	// is connected (e.g. the user's personal room).
+	Session any      `json:"-"`
+	Rooms   []string `json:"-"`
 }
 
 // Conn is a socket: one client's connection to one namespace.
@@ -46,7 +53,7 @@ type Conn struct {
 	connected bool
 	data      map[string]any
 	ackID     uint64
-	acks      map[uint64]chan *Message
+	acks      map[uint64]func(*Message) // pending acks: each called once, with the ack or with nil on disconnect; must not block
 	// With recovery: from is the offset before which the client has received every packet sent
 	// to it (adapter.Session.From); pingHead, the adapter's head when the unanswered ping was
 	// queued. kicked: the server disconnected the socket on purpose, so no session is kept.
@@ -65,6 +72,9 @@ type Conn struct {
 	// inline: a handler is running on the connection's reader. If it waits for a client ack, the
 	// reader is handed over (see EmitWithAck) so that the ack can be read.
 	inline atomic.Bool
+
+	// guard, if set (Guard), is asked on the reader before each incoming event is queued.
+	guard func(event string) error
 }
 
 type queued struct {
@@ -179,9 +189,9 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 	c.ackID++
 	id := c.ackID
 	if c.acks == nil {
-		c.acks = make(map[uint64]chan *Message)
+		c.acks = make(map[uint64]func(*Message))
 	}
-	c.acks[id] = ch
+	c.acks[id] = func(m *Message) { ch <- m }
 	c.mu.Unlock()
 	p.ID, p.HasID = id, true
 	c.send(p)
@@ -191,8 +201,8 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 		c.client.conn.ReleaseReader()
 	}
 	select {
-	case m, ok := <-ch:
-		if !ok {
+	case m := <-ch:
+		if m == nil {
 			return nil, ErrDisconnected
 		}
 		return m, nil
@@ -210,29 +220,57 @@ func (c *Conn) send(p *protocol.Packet) {
 
 // Disconnect removes the socket from its namespace, telling the client (which then does not reconnect
 // by itself); with closeConn the whole connection is closed too.
-func (c *Conn) Disconnect(closeConn bool) {
+func (c *Conn) Disconnect(closeConn bool) { c.disconnect("", closeConn) }
+
+// EventDisconnect is the event that tells a client why the server is about to disconnect it
+// (DisconnectWith); its one argument is {code, message}.
+const EventDisconnect = "chorus:disconnect"
+
+// DisconnectWith disconnects the socket like Disconnect, telling the client why first: it receives
+// the event EventDisconnect with e ({code, message}), then the disconnect. e.Code is the socket's
+// disconnect reason (OnDisconnect, the log).
+func (c *Conn) DisconnectWith(e *Error, closeConn bool) {
+	if c.Connected() {
+		c.Emit(EventDisconnect, e)
+	}
+	c.disconnect(e.Code, closeConn)
+}
+
+func (c *Conn) disconnect(reason string, closeConn bool) {
 	c.mu.Lock()
-	c.kicked = true
+	c.kicked = true // on purpose: no session is kept
 	c.mu.Unlock()
 	if closeConn {
+		if reason == "" {
+			reason = "forced server close"
+		}
 		c.send(&protocol.Packet{Type: protocol.Disconnect, Nsp: c.nsp.name})
-		c.client.conn.Close("forced server close")
+		c.client.conn.Close(reason)
 		return
+	}
+	if reason == "" {
+		reason = "server namespace disconnect"
 	}
 	if c.client.detach(c) {
 		c.send(&protocol.Packet{Type: protocol.Disconnect, Nsp: c.nsp.name})
-		c.onClose("server namespace disconnect")
+		c.onClose(reason)
 	}
 }
+
+// Guard sets a function asked, on the connection's reader, before each event the client sends is
+// queued for its handler: nil lets the event through; an error refuses it (the client gets it in its
+// ack if it asked for one: an *Error keeps its code) and the handler does not run. Set it from an
+// OnConnect function, before the socket's first event is read; it may call DisconnectWith.
+func (c *Conn) Guard(f func(event string) error) { c.guard = f }
 
 // onAck resolves a pending EmitWithAck.
 func (c *Conn) onAck(id uint64, m *Message) {
 	c.mu.Lock()
-	ch, ok := c.acks[id]
+	f, ok := c.acks[id]
 	delete(c.acks, id)
 	c.mu.Unlock()
 	if ok {
-		ch <- m
+		f(m)
 	}
 }
 
@@ -312,6 +350,11 @@ func (c *Conn) dispatch(q queued) {
 		}
 		return
 	}
+	c.ack(q, resp, err)
+}
+
+// ack answers request q with resp, or with {ok:false, error} if err is not nil.
+func (c *Conn) ack(q queued, resp any, err error) {
 	var args []any
 	if err != nil {
 		args = []any{errorAck{OK: false, Error: asError(err)}}
@@ -322,10 +365,19 @@ func (c *Conn) dispatch(q queued) {
 	}
 	data, attachments, encErr := encodeArgs(nil, args)
 	if encErr != nil {
-		log.Error("ack encoding failed", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", encErr)
+		c.nsp.srv.log.Error("ack encoding failed", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", encErr)
 		data, attachments, _ = encodeArgs(nil, []any{errorAck{Error: &Error{Code: CodeInternal, Message: "internal error"}}})
 	}
 	c.send(&protocol.Packet{Type: protocol.Ack, Nsp: c.nsp.name, ID: q.ackID, HasID: true, Data: data, Attachments: attachments})
+}
+
+// refuse answers request q, which its guard refused, without running it.
+func (c *Conn) refuse(q queued, err error) {
+	if q.ack {
+		c.ack(q, nil, err)
+		return
+	}
+	c.nsp.srv.log.Debug("request refused", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", err)
 }
 
 func (c *Conn) run(h handlerFunc, q queued) (resp any, err error) {
@@ -355,8 +407,8 @@ func (c *Conn) onClose(reason string) {
 	acks := c.acks
 	c.acks = nil
 	c.mu.Unlock()
-	for _, ch := range acks {
-		close(ch)
+	for _, f := range acks {
+		f(nil)
 	}
 	c.qmu.Lock()
 	c.closed = true

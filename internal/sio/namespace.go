@@ -33,6 +33,7 @@ type Namespace struct {
 	onDisconnect []func(*Conn, string)
 	serverSide   serverSide               // handlers of events from other nodes (cluster.go)
 	recovery     *adapter.RecoveryOptions // nil: connection-state recovery is off (recovery.go)
+	granted      func(room string) bool   // rooms only handshake middleware grants (HandshakeRooms)
 
 	mu      sync.RWMutex
 	sockets map[string]*Conn
@@ -53,6 +54,12 @@ func (n *Namespace) Adapter() adapter.Adapter { return n.adapter }
 
 // Use appends handshake middleware; they run in order and the first error refuses the socket.
 func (n *Namespace) Use(m Middleware) { n.middleware = append(n.middleware, m) }
+
+// HandshakeRooms declares the rooms that only handshake middleware grants, through Handshake.Rooms
+// (e.g. personal rooms "user:<sub>"). With recovery, a session is handed over only to a handshake
+// granting the same such rooms as the one that made it: a client that reconnects as another user
+// starts a new session, so that it never gets the other user's rooms or missed events.
+func (n *Namespace) HandshakeRooms(granted func(room string) bool) { n.granted = granted }
 
 // OnConnect registers a function run after a socket has connected (on the connection's reader).
 func (n *Namespace) OnConnect(f func(*Conn)) { n.onConnect = append(n.onConnect, f) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/chorus-rt/chorus/adapter"
@@ -143,9 +144,10 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), restoreTimeout)
 	defer cancel()
 	var (
-		c      *Conn
-		missed int
-		orphan *adapter.Session
+		c       *Conn
+		missed  int
+		orphan  *adapter.Session
+		foreign bool
 	)
 	err := n.adapter.RestoreSession(ctx, pid, offset, func(s adapter.Session, packets []*protocol.Packet) {
 		cl.mu.Lock()
@@ -153,6 +155,10 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 		cl.mu.Unlock()
 		if closed {
 			orphan = &s
+			return
+		}
+		if !n.sameGrants(s.Rooms, h.Rooms) {
+			foreign = true // another identity: the session is dropped, the client gets a new one
 			return
 		}
 		c = newConn(s.SID, n, cl, h)
@@ -172,12 +178,16 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 		cl.sockets = append(cl.sockets, c)
 		cl.mu.Unlock()
 		cl.conn.Send(pkts...)
-		n.add(c, s.Rooms...)
+		// the session's rooms and the ones the middleware chose just now (e.g. the personal room)
+		n.add(c, append(slices.Clip(s.Rooms), h.Rooms...)...)
 	})
 	switch {
 	case orphan != nil:
 		n.adapter.PersistSession(*orphan) // the client left while its session was restored: keep it
 		return true
+	case foreign:
+		cl.srv.log.Info("session not recovered", "nsp", n.name, "conn", cl.conn.ID(), "reason", "the handshake grants other rooms")
+		return false
 	case errors.Is(err, adapter.ErrNoSession):
 		cl.srv.log.Debug("session not recovered", "nsp", n.name, "conn", cl.conn.ID(), "reason", err)
 		return false
@@ -194,6 +204,25 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 		f(c)
 	}
 	return true
+}
+
+// sameGrants reports whether a session's rooms and a new handshake's rooms hold the same rooms
+// only handshakes grant (HandshakeRooms).
+func (n *Namespace) sameGrants(session, handshake []string) bool {
+	if n.granted == nil {
+		return true
+	}
+	pick := func(rs []string) []string {
+		var out []string
+		for _, r := range rs {
+			if n.granted(r) && !slices.Contains(out, r) {
+				out = append(out, r)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	return slices.Equal(pick(session), pick(handshake))
 }
 
 // connectPacket is the CONNECT reply: {sid}, and pid when recovery is on.

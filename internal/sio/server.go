@@ -38,7 +38,8 @@ type Server struct {
 	log    *slog.Logger
 	engine *engine.Server
 
-	draining atomic.Bool
+	draining   atomic.Bool
+	maxPayload int64 // the engine's: also the most a packet and its attachments may add up to
 
 	mu       sync.RWMutex
 	static   map[string]*Namespace
@@ -61,7 +62,10 @@ func NewServer(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, log: opts.Logger, static: make(map[string]*Namespace)}
+	s := &Server{opts: opts, log: opts.Logger, static: make(map[string]*Namespace), maxPayload: opts.Engine.MaxPayload}
+	if s.maxPayload <= 0 {
+		s.maxPayload = 1e6 // the engine's default
+	}
 	eo := opts.Engine
 	allow := eo.AllowRequest
 	eo.AllowRequest = func(r *http.Request) error {

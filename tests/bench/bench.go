@@ -73,10 +73,11 @@ type bench struct {
 }
 
 // phaseGroups are the groups of a round, in order; each runs against a fresh server process.
-var phaseGroups = []string{"connect", "idle", "echo", "fanout"}
+// The cluster group runs two nodes of the server sharing one redis-server.
+var phaseGroups = []string{"connect", "idle", "echo", "fanout", "cluster"}
 
-func (b *bench) phase(name string, t target) func(context.Context, *server, *loadgen.Generator) error {
-	return func(ctx context.Context, s *server, g *loadgen.Generator) error {
+func (b *bench) phase(name string, t target) func(context.Context, nodes, *loadgen.Generator) error {
+	return func(ctx context.Context, s nodes, g *loadgen.Generator) error {
 		switch name {
 		case "connect":
 			return b.connectPhase(ctx, t, s, g)
@@ -84,24 +85,55 @@ func (b *bench) phase(name string, t target) func(context.Context, *server, *loa
 			return b.idlePhase(ctx, t, s, g)
 		case "echo":
 			return b.echoPhase(ctx, t, s, g)
+		case "fanout":
+			return b.fanoutPhase(ctx, t, s, g, b.oneNodeRates(), figRSSFan)
 		default:
-			return b.fanoutPhase(ctx, t, s, g)
+			return b.fanoutPhase(ctx, t, s, g, b.twoNodeRates(), figDuoRSS)
 		}
 	}
 }
 
-// group runs one phase group against a fresh server process: start, fn, close the connections,
-// stop. It is bounded by plan.GroupTimeout.
-func (b *bench) group(ctx context.Context, t target, name string, fn func(ctx context.Context, s *server, g *loadgen.Generator) error) error {
+// group runs one phase group against fresh server processes: start (for the cluster group a
+// redis-server and two nodes), fn, close the connections, stop. It is bounded by plan.GroupTimeout.
+func (b *bench) group(ctx context.Context, t target, name string, fn func(ctx context.Context, s nodes, g *loadgen.Generator) error) error {
 	ctx, cancel := context.WithTimeout(ctx, b.plan.GroupTimeout)
 	defer cancel()
-	s, err := startServer(ctx, t, b.cfg.serverCPU)
-	if err != nil {
-		return err
+	count, env := 1, []string(nil)
+	if name == "cluster" {
+		// Redis shares the generator's core: it carries one PUBLISH per broadcast for either
+		// server, the same work whichever is measured.
+		r, err := startRedis(ctx, b.cfg.genCPU)
+		if err != nil {
+			return err
+		}
+		defer r.stop()
+		count = 2
+		env = []string{"CHORUS_REDIS_URL=redis://" + r.addr, fmt.Sprintf("CHORUS_REDIS_PREFIX=bench-%d-%s", b.round, t.name)}
 	}
-	g, err := loadgen.New(loadgen.Config{Addr: s.addr, Sources: b.sources})
+	var s nodes
+	defer func() {
+		for _, n := range s {
+			if !n.stop() {
+				b.res.note(t.name, fmt.Sprintf("round %d %s: still running 5s after SIGTERM; killed", b.round, name))
+			}
+			if w, samples := n.log.Warnings(); w > 0 {
+				b.res.note(t.name, fmt.Sprintf("round %d %s: the server logged %d warnings/errors, first: %q", b.round, name, w, samples))
+			}
+		}
+	}()
+	for range count {
+		n, err := startServer(ctx, t, b.cfg.serverCPU, env...)
+		if err != nil {
+			return err
+		}
+		s = append(s, n)
+	}
+	cfg := loadgen.Config{Addr: s[0].addr, Sources: b.sources}
+	for _, n := range s[1:] {
+		cfg.Others = append(cfg.Others, n.addr)
+	}
+	g, err := loadgen.New(cfg)
 	if err != nil {
-		s.stop()
 		return err
 	}
 	progress("round %d  %-6s  %s", b.round, t.name, name)
@@ -112,13 +144,7 @@ func (b *bench) group(ctx context.Context, t target, name string, fn func(ctx co
 	if err := g.CloseAll(closeCtx); err != nil {
 		b.res.note(t.name, fmt.Sprintf("round %d %s: %v", b.round, name, err))
 	}
-	time.Sleep(time.Second) // let the server see the disconnects before it is asked to stop
-	if !s.stop() {
-		b.res.note(t.name, fmt.Sprintf("round %d %s: still running 5s after SIGTERM; killed", b.round, name))
-	}
-	if n, samples := s.log.Warnings(); n > 0 {
-		b.res.note(t.name, fmt.Sprintf("round %d %s: the server logged %d warnings/errors, first: %q", b.round, name, n, samples))
-	}
+	time.Sleep(time.Second) // let the servers see the disconnects before they are asked to stop
 	if d := g.Disconnects(); d > 0 {
 		b.res.note(t.name, fmt.Sprintf("round %d %s: %d connections closed by the server unasked", b.round, name, d))
 	}

@@ -195,6 +195,9 @@ func (b *bench) runRounds(ctx context.Context, selected []target) {
 		order := append(slices.Clone(selected[first:]), selected[:first]...)
 		for _, phase := range b.cfg.phases {
 			for _, t := range order {
+				if phase == "cluster" && !t.cluster {
+					continue
+				}
 				err := b.group(ctx, t, phase, b.phase(phase, t))
 				if ctx.Err() != nil {
 					b.res.note(t.name, fmt.Sprintf("round %d %s: interrupted", round, phase))

@@ -10,7 +10,7 @@ import (
 // meter measures an interval: the server's CPU time, the generator's own, and how much of either
 // core went to anything else (other processes on a shared machine).
 type meter struct {
-	s     *server
+	s     nodes
 	cores [2]int // the server's and the generator's core; -1 when not pinned to one
 	start sample
 }
@@ -34,7 +34,7 @@ type reading struct {
 	others, genOthers float64
 }
 
-func (b *bench) startMeter(s *server) (meter, error) {
+func (b *bench) startMeter(s nodes) (meter, error) {
 	m := meter{s: s, cores: [2]int{singleCPU(b.cfg.serverCPU), singleCPU(b.cfg.genCPU)}}
 	var err error
 	m.start, err = m.sample()
@@ -82,6 +82,7 @@ var (
 	connLoad = load{figConnBusy, figConnOthers, figConnGenBusy, figConnGenOthers}
 	echoLoad = load{figEchoBusy, figEchoOthers, figEchoGenBusy, figEchoGenOthers}
 	fanLoad  = load{figFanHighBusy, figFanHighOthers, figFanHighGenBusy, figFanHighGenOthers}
+	duoLoad  = load{figDuoHighBusy, figDuoHighOthers, figDuoHighGenBusy, figDuoHighGenOthers}
 )
 
 // addLoad records how each core was shared between its process and anything else.

@@ -14,7 +14,7 @@ import (
 // attempt, the first included, measures a server in its steady state (Node compiles its hot paths
 // and sizes its heap on first use). Each is measured again, on the same server, if other
 // processes disturbed it.
-func (b *bench) connectPhase(ctx context.Context, t target, s *server, g *loadgen.Generator) error {
+func (b *bench) connectPhase(ctx context.Context, t target, s nodes, g *loadgen.Generator) error {
 	p := b.plan
 	warm, err := g.DialMany(ctx, p.ConnN, p.DialConcurrency)
 	if err != nil {
@@ -54,7 +54,7 @@ func (b *bench) connectPhase(ctx context.Context, t target, s *server, g *loadge
 	if err != nil || !t.polling {
 		return err
 	}
-	poller := loadgen.NewPoller(s.addr, p.DialConcurrency)
+	poller := loadgen.NewPoller(s[0].addr, p.DialConcurrency)
 	defer poller.Close()
 	if _, err := poller.HandshakeMany(ctx, p.PollN/4, p.DialConcurrency); err != nil {
 		return fmt.Errorf("polling warm-up: %w", err)
@@ -76,7 +76,7 @@ func (b *bench) connectPhase(ctx context.Context, t target, s *server, g *loadge
 
 // idlePhase: idle RSS per connection at ConnN and at IdleN connections, against the RSS of the
 // fresh server; then the RSS once they have all left.
-func (b *bench) idlePhase(ctx context.Context, t target, s *server, g *loadgen.Generator) error {
+func (b *bench) idlePhase(ctx context.Context, t target, s nodes, g *loadgen.Generator) error {
 	p := b.plan
 	if err := sleep(ctx, time.Second); err != nil {
 		return err
@@ -129,7 +129,7 @@ func (b *bench) idlePhase(ctx context.Context, t target, s *server, g *loadgen.G
 }
 
 // echoPhase: ack latency at a fixed total rate, then the closed-loop ack throughput.
-func (b *bench) echoPhase(ctx context.Context, t target, s *server, g *loadgen.Generator) error {
+func (b *bench) echoPhase(ctx context.Context, t target, s nodes, g *loadgen.Generator) error {
 	p := b.plan
 	const room = "echo"
 	conns, err := g.DialMany(ctx, p.EchoConns, p.DialConcurrency)
@@ -160,7 +160,7 @@ func (b *bench) echoPhase(ctx context.Context, t target, s *server, g *loadgen.G
 }
 
 // echoFixed sends joins round robin over conns at plan.EchoRate, each timed from when it was due.
-func (b *bench) echoFixed(ctx context.Context, t target, s *server, g *loadgen.Generator, conns []*loadgen.Conn, room string) (trial, error) {
+func (b *bench) echoFixed(ctx context.Context, t target, s nodes, g *loadgen.Generator, conns []*loadgen.Conn, room string) (trial, error) {
 	p := b.plan
 	st := g.ResetStats()
 	st.MeasureFrom.Store(g.Now() + int64(p.Warmup))
@@ -193,7 +193,7 @@ func (b *bench) echoFixed(ctx context.Context, t target, s *server, g *loadgen.G
 }
 
 // echoLoop measures the closed loop running on st for plan.EchoMax.
-func (b *bench) echoLoop(ctx context.Context, t target, s *server, st *loadgen.Stats) (trial, error) {
+func (b *bench) echoLoop(ctx context.Context, t target, s nodes, st *loadgen.Stats) (trial, error) {
 	before := st.AcksOK.Load() + st.AcksFailed.Load()
 	m, err := b.startMeter(s)
 	if err != nil {
@@ -259,8 +259,10 @@ type fanRate struct {
 
 // fanoutPhase: FanMembers sockets in one room, one publisher at a low and a high rate. These run
 // once per round: a fan-out with its drain is too long to repeat when disturbed, and the CPU per
-// delivered message hardly depends on it.
-func (b *bench) fanoutPhase(ctx context.Context, t target, s *server, g *loadgen.Generator) error {
+// delivered message hardly depends on it. On two nodes (the cluster group) the generator spreads
+// the members and the publisher over both, so half of every publish crosses Redis, and CPU and RSS
+// are both nodes' together.
+func (b *bench) fanoutPhase(ctx context.Context, t target, s nodes, g *loadgen.Generator, rates []fanRate, rssFig figKey) error {
 	p := b.plan
 	const room = "fan"
 	members, err := g.DialMany(ctx, p.FanMembers, p.DialConcurrency)
@@ -275,10 +277,7 @@ func (b *bench) fanoutPhase(ctx context.Context, t target, s *server, g *loadgen
 		return err
 	}
 	seq := int64(0)
-	for _, fr := range []fanRate{
-		{rate: p.FanLow, delivered: figFanLowRate, p50: figFanLowP50, p99: figFanLowP99, cpu: figFanLowCPU, lost: figFanLowLost},
-		{rate: p.FanHigh, delivered: figFanHighRate, p50: figFanHighP50, p99: figFanHighP99, cpu: figFanHighCPU, lost: figFanHighLost, load: &fanLoad},
-	} {
+	for _, fr := range rates {
 		if err := b.fanout(ctx, t, s, g, pub, room, len(members), fr, &seq); err != nil {
 			return err
 		}
@@ -288,12 +287,27 @@ func (b *bench) fanoutPhase(ctx context.Context, t target, s *server, g *loadgen
 	if err != nil {
 		return err
 	}
-	b.res.add(figRSSFan, t.name, rss/1e6)
+	b.res.add(rssFig, t.name, rss/1e6)
 	return nil
 }
 
+// oneNodeRates and twoNodeRates are the fan-out rates of the fanout and the cluster groups.
+func (b *bench) oneNodeRates() []fanRate {
+	return []fanRate{
+		{rate: b.plan.FanLow, delivered: figFanLowRate, p50: figFanLowP50, p99: figFanLowP99, cpu: figFanLowCPU, lost: figFanLowLost},
+		{rate: b.plan.FanHigh, delivered: figFanHighRate, p50: figFanHighP50, p99: figFanHighP99, cpu: figFanHighCPU, lost: figFanHighLost, load: &fanLoad},
+	}
+}
+
+func (b *bench) twoNodeRates() []fanRate {
+	return []fanRate{
+		{rate: b.plan.FanLow, delivered: figDuoLowRate, p50: figDuoLowP50, p99: figDuoLowP99, cpu: figDuoLowCPU, lost: figDuoLowLost},
+		{rate: b.plan.FanHigh, delivered: figDuoHighRate, p50: figDuoHighP50, p99: figDuoHighP99, cpu: figDuoHighCPU, lost: figDuoHighLost, load: &duoLoad},
+	}
+}
+
 // fanout publishes at fr.rate for plan.FanDuration and waits for the deliveries.
-func (b *bench) fanout(ctx context.Context, t target, s *server, g *loadgen.Generator, pub *loadgen.Conn, room string, members int, fr fanRate, seq *int64) error {
+func (b *bench) fanout(ctx context.Context, t target, s nodes, g *loadgen.Generator, pub *loadgen.Conn, room string, members int, fr fanRate, seq *int64) error {
 	p := b.plan
 	st := g.ResetStats()
 	st.MeasureFrom.Store(g.Now() + int64(p.Warmup))

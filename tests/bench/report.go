@@ -38,7 +38,17 @@ const (
 	figRSSFan           figKey = "rss-fan"
 	figLostAcks         figKey = "lost-acks"
 	figOutOfOrder       figKey = "out-of-order"
-	figRedis            figKey = "redis"
+	figDuoLowRate       figKey = "duo-low-rate"
+	figDuoLowP50        figKey = "duo-low-p50"
+	figDuoLowP99        figKey = "duo-low-p99"
+	figDuoLowCPU        figKey = "duo-low-cpu"
+	figDuoLowLost       figKey = "duo-low-lost"
+	figDuoHighRate      figKey = "duo-high-rate"
+	figDuoHighP50       figKey = "duo-high-p50"
+	figDuoHighP99       figKey = "duo-high-p99"
+	figDuoHighCPU       figKey = "duo-high-cpu"
+	figDuoHighLost      figKey = "duo-high-lost"
+	figDuoRSS           figKey = "duo-rss"
 	figConnBusy         figKey = "conn-busy"
 	figConnOthers       figKey = "conn-others"
 	figConnGenBusy      figKey = "conn-gen-busy"
@@ -51,6 +61,10 @@ const (
 	figFanHighOthers    figKey = "fan-high-others"
 	figFanHighGenBusy   figKey = "fan-high-gen-busy"
 	figFanHighGenOthers figKey = "fan-high-gen-others"
+	figDuoHighBusy      figKey = "duo-high-busy"
+	figDuoHighOthers    figKey = "duo-high-others"
+	figDuoHighGenBusy   figKey = "duo-high-gen-busy"
+	figDuoHighGenOthers figKey = "duo-high-gen-others"
 )
 
 // figure is a row of the table.
@@ -58,8 +72,6 @@ type figure struct {
 	key    figKey
 	label  string
 	format string // for one value
-	// fixed, when set, is the whole row's text instead of measured values.
-	fixed string
 }
 
 // largeIdle is the connection count of the second idle figure, also when a quick run skips it.
@@ -95,9 +107,19 @@ func figures(p plan) []figure {
 		{key: figFanHighCPU, label: "fan-out high: server CPU per delivered message (µs)", format: "%.2f"},
 		{key: figFanHighLost, label: "fan-out high: lost", format: "%.0f"},
 		{key: figRSSFan, label: "RSS after the fan-out phases (MB)", format: "%.1f"},
+		{key: figDuoLowRate, label: fmt.Sprintf("two nodes through Redis, low: delivered msg/s (%d publishes/s × %s members, half on each node)", p.FanLow, thousands(p.FanMembers)), format: "%.0f"},
+		{key: figDuoLowP50, label: "two nodes, low: p50 latency (ms)", format: "%.2f"},
+		{key: figDuoLowP99, label: "two nodes, low: p99 latency (ms)", format: "%.2f"},
+		{key: figDuoLowCPU, label: "two nodes, low: CPU of both nodes per delivered message (µs)", format: "%.2f"},
+		{key: figDuoLowLost, label: "two nodes, low: lost", format: "%.0f"},
+		{key: figDuoHighRate, label: fmt.Sprintf("two nodes through Redis, high: delivered msg/s (%d publishes/s × %s members)", p.FanHigh, thousands(p.FanMembers)), format: "%.0f"},
+		{key: figDuoHighP50, label: "two nodes, high: p50 latency (ms)", format: "%.2f"},
+		{key: figDuoHighP99, label: "two nodes, high: p99 latency (ms)", format: "%.2f"},
+		{key: figDuoHighCPU, label: "two nodes, high: CPU of both nodes per delivered message (µs)", format: "%.2f"},
+		{key: figDuoHighLost, label: "two nodes, high: lost", format: "%.0f"},
+		{key: figDuoRSS, label: "RSS of both nodes after the two-node phases (MB)", format: "%.1f"},
 		{key: figLostAcks, label: "acks lost or refused, all phases", format: "%.0f"},
 		{key: figOutOfOrder, label: "deliveries out of order, all phases", format: "%.0f"},
-		{key: figRedis, label: "fan-out across two nodes through Redis", fixed: "n/a (needs the Redis adapter, issue 4)"},
 	}
 }
 
@@ -113,6 +135,7 @@ func loadFigures() []figure {
 		{"opening connections", connLoad},
 		{"max ack throughput", echoLoad},
 		{"fan-out high", fanLoad},
+		{"two nodes, high (both nodes on the server core)", duoLoad},
 	} {
 		figs = append(figs,
 			figure{key: l.server, label: l.when + ": server core, % used by the server", format: "%.0f"},
@@ -236,10 +259,6 @@ func (r *results) writeTable(w io.Writer, figs []figure) {
 	fmt.Fprintln(w, "| figure | bare | Node socket.io | chorus | chorus ÷ Node |")
 	fmt.Fprintln(w, "|---|---|---|---|---|")
 	for _, f := range figs {
-		if f.fixed != "" {
-			fmt.Fprintf(w, "| %s | %s | %s | %s | – |\n", f.label, f.fixed, f.fixed, f.fixed)
-			continue
-		}
 		ratio := "–"
 		if x, ok := r.ratio(f.key); ok {
 			ratio = fmt.Sprintf("%.2f×", x)
@@ -273,6 +292,8 @@ func goals(p plan) []goal {
 	return []goal{
 		{"broadcast CPU per delivered message, low rate ≤ 0.5× Node", ratioGoal(figFanLowCPU, true, 0.5)},
 		{"broadcast CPU per delivered message, high rate ≤ 0.5× Node", ratioGoal(figFanHighCPU, true, 0.5)},
+		{"broadcast CPU per delivered message, two nodes through Redis, low rate ≤ 0.5× Node", ratioGoal(figDuoLowCPU, true, 0.5)},
+		{"broadcast CPU per delivered message, two nodes through Redis, high rate ≤ 0.5× Node", ratioGoal(figDuoHighCPU, true, 0.5)},
 		{"max ack throughput ≥ 2× Node", ratioGoal(figEchoMax, false, 2)},
 		{"max ack throughput ≥ 2× Node, per second of server CPU (steadier on a shared machine)", ratioGoal(figEchoPerCPU, false, 2)},
 		{fmt.Sprintf("idle memory per connection at %s ≤ 0.6× Node", thousands(largeIdle(p))), ratioGoal(figIdleLarge, true, 0.6)},
@@ -284,7 +305,7 @@ func goals(p plan) []goal {
 		{fmt.Sprintf("echo p99 at %s req/s ≤ 0.5× Node", thousands(p.EchoRate)), ratioGoal(figEchoP99, true, 0.5)},
 		{"zero lost messages in every phase (chorus, every round)", func(r *results) (string, bool, bool) {
 			total, seen := 0.0, false
-			for _, fig := range []figKey{figFanLowLost, figFanHighLost, figLostAcks} {
+			for _, fig := range []figKey{figFanLowLost, figFanHighLost, figDuoLowLost, figDuoHighLost, figLostAcks} {
 				for _, v := range r.values(fig, "chorus") {
 					total += v
 					seen = true

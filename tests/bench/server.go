@@ -20,6 +20,7 @@ import (
 type target struct {
 	name    string
 	polling bool // serves Engine.IO long-polling
+	cluster bool // joins a cluster through Redis (CHORUS_REDIS_URL, CHORUS_REDIS_PREFIX)
 	// command returns the command line and extra environment that serve on addr (host:port).
 	command func(addr string) (argv, env []string)
 }
@@ -29,11 +30,13 @@ func targets(cfg config) []target {
 		{name: "bare", command: func(addr string) ([]string, []string) {
 			return []string{cfg.bareBin, "-addr", addr}, nil
 		}},
-		{name: "node", polling: true, command: func(addr string) ([]string, []string) {
+		{name: "node", polling: true, cluster: true, command: func(addr string) ([]string, []string) {
 			return []string{cfg.nodeBin, cfg.nodeScript}, []string{"CHORUS_ADDR=" + addr, "CHORUS_API_KEY=bench"}
 		}},
-		{name: "chorus", polling: true, command: func(addr string) ([]string, []string) {
-			return []string{cfg.chorusBin, "-addr", addr, "-log-format", "json", "-log-level", "warn"}, []string{"CHORUS_API_KEY=bench"}
+		{name: "chorus", polling: true, cluster: true, command: func(addr string) ([]string, []string) {
+			// The load comes from one address: the per-address connection limits are off.
+			return []string{cfg.chorusBin, "-addr", addr, "-log-format", "json", "-log-level", "warn",
+				"-max-conns-per-ip", "0", "-handshake-rate", "0", "-max-conns", "0"}, []string{"CHORUS_API_KEY=bench"}
 		}},
 	}
 }
@@ -48,17 +51,46 @@ type server struct {
 	log    *logTail
 }
 
-// startServer starts t on a free loopback port under `taskset -c cpu` and waits until /healthz
-// answers 200.
-func startServer(ctx context.Context, t target, cpu string) (*server, error) {
+// nodes are the server processes of one phase group: one, or two sharing a redis-server.
+type nodes []*server
+
+// cpuSeconds is the CPU time all of them used.
+func (ns nodes) cpuSeconds() (float64, error) {
+	total := 0.0
+	for _, s := range ns {
+		v, err := s.cpuSeconds()
+		if err != nil {
+			return 0, err
+		}
+		total += v
+	}
+	return total, nil
+}
+
+// rss is their resident set sizes added up, in bytes.
+func (ns nodes) rss() (float64, error) {
+	total := 0.0
+	for _, s := range ns {
+		v, err := s.rss()
+		if err != nil {
+			return 0, err
+		}
+		total += v
+	}
+	return total, nil
+}
+
+// startServer starts t on a free loopback port under `taskset -c cpu`, with env added to its
+// environment, and waits until /healthz answers 200.
+func startServer(ctx context.Context, t target, cpu string, env ...string) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	argv, env := t.command(addr)
+	argv, targetEnv := t.command(addr)
 	cmd := exec.Command("taskset", append([]string{"-c", cpu}, argv...)...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(append(os.Environ(), targetEnv...), env...)
 	s := &server{name: t.name, addr: addr, cmd: cmd, exited: make(chan struct{}), log: &logTail{}}
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	// Own process group, so stop reaches whatever the server starts; killed if we die first.

@@ -12,6 +12,8 @@
 //   CHORUS_TRANSPORTS     comma-separated: polling,websocket                  default polling,websocket
 //   CHORUS_NAMESPACES     comma-separated extra namespaces, exact ("/chat") or with "*" ("/tenant-*");
 //                         stands in for the namespaces section of chorus's configuration file
+//   CHORUS_REDIS_URL      joins a cluster through @socket.io/redis-adapter 8.3 (redis://host:port)   default "" (one node)
+//   CHORUS_REDIS_PREFIX   the adapter's key prefix                            default socket.io
 //
 // Once listening it prints one JSON line to stderr: {"msg":"listening","addr":"127.0.0.1:PORT"}.
 // SIGTERM and SIGINT close the server and exit 0 (no drain window: that is chorus's own feature).
@@ -19,6 +21,8 @@
 import http from "node:http";
 import { Server } from "socket.io";
 import * as sioParser from "socket.io-parser";
+import { createAdapter } from "@socket.io/redis-adapter";
+import { createClient } from "redis";
 
 const RESERVED_EVENTS = new Set([
   "connect",
@@ -75,6 +79,8 @@ function loadConfig(env) {
       return { host: raw.slice(0, i).replace(/^\[|\]$/g, "") || "0.0.0.0", port };
     }),
     apiKey: env.CHORUS_API_KEY ?? "",
+    redisURL: env.CHORUS_REDIS_URL ?? "",
+    redisPrefix: env.CHORUS_REDIS_PREFIX || "socket.io",
     pingInterval: pick("CHORUS_PING_INTERVAL", 25_000, parseGoDuration),
     pingTimeout: pick("CHORUS_PING_TIMEOUT", 20_000, parseGoDuration),
     maxPayload: pick("CHORUS_MAX_PAYLOAD", 1_000_000, positiveInt),
@@ -304,7 +310,7 @@ async function handleEmit(req, res, cfg, io, namespaces) {
 
 // ---------------------------------------------------------------------------------------------
 
-function main() {
+async function main() {
   let cfg;
   try {
     cfg = loadConfig(process.env);
@@ -340,6 +346,14 @@ function main() {
     transports: cfg.transports,
     serveClient: false,
   });
+  if (cfg.redisURL !== "") {
+    // Two connections, as the adapter's documentation sets it up: one publishes, one subscribes.
+    const pub = createClient({ url: cfg.redisURL });
+    const sub = pub.duplicate();
+    for (const c of [pub, sub]) c.on("error", (err) => process.stderr.write(`${JSON.stringify({ msg: "redis", level: "ERROR", err: err.message })}\n`));
+    await Promise.all([pub.connect(), sub.connect()]);
+    io.adapter(createAdapter(pub, sub, { key: cfg.redisPrefix }));
+  }
 
   io.of("/").on("connection", onConnection);
   for (const name of namespaces.exact) if (name !== "/") io.of(name).on("connection", onConnection);
@@ -363,4 +377,4 @@ function main() {
   process.once("SIGINT", shutdown);
 }
 
-main();
+await main();

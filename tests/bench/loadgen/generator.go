@@ -26,6 +26,9 @@ import (
 type Config struct {
 	// Addr is the server's host:port.
 	Addr string
+	// Others are more nodes of the same cluster (host:port): connections are spread round robin over
+	// Addr and these, so a room's members sit on every node.
+	Others []string
 	// Sources are local addresses connections are spread over (round robin), so that many
 	// connections do not run short of ephemeral ports; empty lets the kernel choose.
 	Sources []net.IP
@@ -44,6 +47,7 @@ type Generator struct {
 
 	stats       atomic.Pointer[Stats]
 	nextSrc     atomic.Uint32
+	nextAddr    atomic.Uint32
 	disconnects atomic.Uint64
 
 	// loopRoom, when set, makes every ack to a join request trigger the next join to that room
@@ -90,7 +94,13 @@ func (g *Generator) dialTCP(ctx context.Context) (net.Conn, error) {
 		d.LocalAddr = &net.TCPAddr{IP: g.cfg.Sources[int(g.nextSrc.Add(1))%n]}
 		d.Control = bindNoPort
 	}
-	return d.DialContext(ctx, "tcp", g.cfg.Addr)
+	addr := g.cfg.Addr
+	if n := len(g.cfg.Others); n > 0 {
+		if i := int(g.nextAddr.Add(1)) % (n + 1); i > 0 {
+			addr = g.cfg.Others[i-1]
+		}
+	}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // Dial opens one connection: WebSocket upgrade, Engine.IO open packet, Socket.IO connect to "/".
