@@ -38,8 +38,14 @@ type Options struct {
 	// any. A request whose Origin is not allowed is refused with 403 on every transport.
 	CORSOrigins []string
 	// AllowRequest, when set, is asked before a new session is created; an error refuses the handshake
-	// with 403 and the error's text. It runs on the request's goroutine.
+	// with 403 and the error's text. It runs on the request's goroutine. If the error (or one it wraps)
+	// has a method Reason() string, that short constant is the refusal's reason in logs and metrics;
+	// otherwise the reason is "forbidden".
 	AllowRequest func(r *http.Request) error
+	// OnRefuse, when set, is told of every handshake (a request without a session id) the server
+	// refuses, with its reason: "origin", "transport", "version", "method", "bad_request", or
+	// AllowRequest's (see above). It runs on the request's goroutine and must not block.
+	OnRefuse func(reason string)
 	// OnOpen is called once per new session, before its open packet is sent; the Handler it returns
 	// receives the session's packets. Required.
 	OnOpen func(c *Conn) Handler
@@ -142,7 +148,7 @@ func (s *Server) originAllowed(r *http.Request) bool {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
-		writeError(w, codeForbidden, "origin not allowed (see CHORUS_CORS_ORIGINS)")
+		s.refuse(w, r, codeForbidden, "origin not allowed (see CHORUS_CORS_ORIGINS)", "origin")
 		return
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
@@ -162,11 +168,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	transport := q.Get("transport")
 	if !s.enabled(transport) {
-		writeError(w, codeUnknownTransport, "")
+		s.refuse(w, r, codeUnknownTransport, "", "transport")
 		return
 	}
 	if q.Get("EIO") != "4" {
-		writeError(w, codeBadVersion, "")
+		s.refuse(w, r, codeBadVersion, "", "version")
 		return
 	}
 	sid := q.Get("sid")
@@ -176,7 +182,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if sid == "" {
 		if r.Method != http.MethodGet {
-			writeError(w, codeBadHandshake, "")
+			s.refuse(w, r, codeBadHandshake, "", "method")
 			return
 		}
 		c := s.open(w, r, Polling)
@@ -210,11 +216,8 @@ func (s *Server) lookup(sid string) *Conn {
 // open creates a session after the AllowRequest check; it answers the request itself and returns nil
 // when the handshake is refused.
 func (s *Server) open(w http.ResponseWriter, r *http.Request, transport string) *Conn {
-	if s.opts.AllowRequest != nil {
-		if err := s.opts.AllowRequest(r); err != nil {
-			writeError(w, codeForbidden, err.Error())
-			return nil
-		}
+	if !s.allow(w, r) {
+		return nil
 	}
 	c := newConn(s, newSID(), r, transport)
 	// The open packet is queued first, before OnOpen can Send: appended after OnOpen, it came after
@@ -240,6 +243,42 @@ func (s *Server) register(c *Conn) {
 	s.conns[c.id] = c
 	s.mu.Unlock()
 	c.handler = s.opts.OnOpen(c)
+}
+
+// allow asks AllowRequest about a handshake; a refusal is answered (403), logged and reported.
+func (s *Server) allow(w http.ResponseWriter, r *http.Request) bool {
+	if s.opts.AllowRequest == nil {
+		return true
+	}
+	err := s.opts.AllowRequest(r)
+	if err == nil {
+		return true
+	}
+	reason := "forbidden"
+	var rr interface{ Reason() string }
+	if errors.As(err, &rr) {
+		reason = rr.Reason()
+	}
+	s.refuse(w, r, codeForbidden, err.Error(), reason)
+	return false
+}
+
+// refuse answers a request with an Engine.IO error. When it is a handshake (no sid), the refusal is
+// logged, once, and reported to OnRefuse.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, message, reason string) {
+	writeError(w, code, message)
+	q := r.URL.Query()
+	if q.Get("sid") != "" {
+		return
+	}
+	attrs := []any{"reason", reason, "transport", q.Get("transport"), "remote", r.RemoteAddr}
+	if reason == "origin" {
+		attrs = append(attrs, "origin", r.Header.Get("Origin"))
+	}
+	s.log.Info("handshake refused", attrs...)
+	if s.opts.OnRefuse != nil {
+		s.opts.OnRefuse(reason)
+	}
 }
 
 func (s *Server) upgradesFor(transport string) []string {

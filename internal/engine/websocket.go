@@ -191,7 +191,7 @@ func (w *wsConn) readMessage(max int64) (data []byte, binary bool, err error) {
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid string) {
 	accept, ok := acceptKey(r)
 	if !ok {
-		writeError(w, codeBadRequest, "")
+		s.refuse(w, r, codeBadRequest, "", "bad_request")
 		return
 	}
 	var c *Conn
@@ -210,11 +210,8 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 			c.upgrading = true
 		}
 		c.mu.Unlock()
-	} else if s.opts.AllowRequest != nil {
-		if err := s.opts.AllowRequest(r); err != nil {
-			writeError(w, codeForbidden, err.Error())
-			return
-		}
+	} else if !s.allow(w, r) {
+		return
 	}
 	hj, ok := w.(http.Hijacker)
 	var conn net.Conn

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/chorus-rt/chorus/adapter"
 	"github.com/chorus-rt/chorus/internal/protocol"
@@ -77,6 +78,7 @@ func (n *Namespace) DeliverWithAck(ctx context.Context, p *protocol.Packet, ids 
 		ch chan *Message
 	}
 	var ws []waiting
+	sent := time.Now()
 	for _, id := range ids {
 		c, ok := n.Socket(id)
 		if !ok {
@@ -103,7 +105,9 @@ func (n *Namespace) DeliverWithAck(ctx context.Context, p *protocol.Packet, ids 
 	if len(ws) == 0 {
 		return 0
 	}
+	n.metrics.EventsSent(len(ws))
 	first := func(m *Message) adapter.Value {
+		n.metrics.AckRoundTrip(m.at.Sub(sent))
 		v := adapter.Value{JSON: json.RawMessage("null"), Attachments: m.Attachments}
 		if len(m.Args) > 0 {
 			v.JSON = m.Args[0]
