@@ -146,9 +146,10 @@ func (n *Namespace) Deliver(p *protocol.Packet, ids []string, volatile bool) {
 		conns = append(conns, c.client.conn)
 	}
 	n.mu.RUnlock()
-	engine.Broadcast(conns, pkts)
+	// Counted first: a recipient that reads its message and then the metrics finds it counted.
 	n.metrics.Broadcast(len(conns))
 	n.srv.sent(pkts, len(conns))
+	engine.Broadcast(conns, pkts)
 }
 
 // sent counts pkts queued for recipients sessions.
