@@ -30,6 +30,8 @@ func TestDefault(t *testing.T) {
 
 		RedisPrefix:         "socket.io",
 		RedisRequestTimeout: 5 * time.Second,
+
+		AdminUIDir: "node_modules/@socket.io/admin-ui/ui/dist",
 	}
 	if got := config.Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() = %+v\nwant %+v", got, want)
@@ -383,6 +385,28 @@ func TestValidate(t *testing.T) {
 				`namespaces: [3] "/x": name repeats namespaces[2]`,
 			},
 		},
+		{
+			name: "metrics and admin",
+			change: func(c *config.Config) {
+				c.MetricsAddr = "127.0.0.1:9090"
+				c.AdminUsername, c.AdminPassword = "admin", "secret"
+				c.Namespaces = []config.Namespace{{Name: "/adm*"}}
+			},
+		},
+		{
+			name: "metrics and admin problems",
+			change: func(c *config.Config) {
+				c.MetricsAddr = c.Addr
+				c.AdminUsername, c.AdminPassword = "admin", "secret"
+				c.Namespaces = []config.Namespace{{Name: "/admin"}}
+			},
+			want: []string{
+				`CHORUS_METRICS_ADDR: ":3000" is CHORUS_ADDR too`,
+				`CHORUS_ADMIN_USERNAME: the Admin UI uses the namespace /admin`,
+			},
+		},
+		{name: "admin password alone", change: func(c *config.Config) { c.AdminPassword = "secret" }, want: []string{`CHORUS_ADMIN_USERNAME: set both`}},
+		{name: "bad metrics addr", change: func(c *config.Config) { c.MetricsAddr = "9090" }, want: []string{`CHORUS_METRICS_ADDR: "9090" is not host:port`}},
 		{name: "no transports", change: func(c *config.Config) { c.Transports = nil }, want: []string{`CHORUS_TRANSPORTS: need at least one`}},
 		{name: "empty addr", change: func(c *config.Config) { c.Addr = "" }, want: []string{`CHORUS_ADDR: "" is not host:port`}},
 		{name: "port out of range", change: func(c *config.Config) { c.Addr = ":70000" }, want: []string{`CHORUS_ADDR: port "70000"`}},
@@ -495,6 +519,8 @@ func TestEverySettingIsRead(t *testing.T) {
 		"transports": "websocket", "cors-origins": "*", "drain-timeout": "1s", "log-level": "debug",
 		"log-format": "json", "client-dir": "d", "check-config": "true",
 		"redis-url": "redis://127.0.0.1:6379/1", "redis-prefix": "p", "redis-request-timeout": "1s",
+		"metrics-addr": "127.0.0.1:9090", "admin-username": "u", "admin-password": "p", "admin-events": "true",
+		"admin-ui-dir": "d",
 	}
 	empty := writeFile(t, "")
 	values["config"] = empty
