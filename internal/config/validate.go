@@ -45,7 +45,7 @@ func checkMetricsAddr(addr, main string) error {
 	if err := checkAddr(addr); err != nil {
 		return err
 	}
-	if addr == main {
+	if _, port, _ := net.SplitHostPort(addr); addr == main && port != "0" {
 		return fmt.Errorf("%q is CHORUS_ADDR too: leave it empty to serve /metrics there", addr)
 	}
 	return nil
