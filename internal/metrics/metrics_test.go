@@ -12,7 +12,7 @@ import (
 	"github.com/chorus-rt/chorus/internal/metrics"
 )
 
-func newMetrics(t *testing.T, namespaces ...string) (*metrics.Metrics, *prometheus.Registry) {
+func newMetrics(t testing.TB, namespaces ...string) (*metrics.Metrics, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := metrics.New(reg, metrics.Options{Namespaces: namespaces})
@@ -107,4 +107,27 @@ func TestNewRefusesATakenRegistry(t *testing.T) {
 	if _, err := metrics.New(reg, metrics.Options{}); err == nil {
 		t.Fatal("a second New on the same registry succeeded")
 	}
+}
+
+// What a broadcast and a received message cost in metrics, from many goroutines at once.
+func BenchmarkBroadcast(b *testing.B) {
+	m, _ := newMetrics(b)
+	n := m.Namespace("/")
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			n.Broadcast(100)
+			m.Sent(100, 12000)
+		}
+	})
+}
+
+func BenchmarkReceived(b *testing.B) {
+	m, _ := newMetrics(b)
+	n := m.Namespace("/")
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m.Received(120)
+			n.EventReceived()
+		}
+	})
 }
