@@ -51,6 +51,8 @@ const (
 	sessionTTL = 24 * time.Hour
 	// fetchTimeout bounds the collection of all_sockets across the cluster.
 	fetchTimeout = 10 * time.Second
+	// namespacesEvent asks the other nodes' admins for their namespaces (server-side emit).
+	namespacesEvent = "chorus:admin:namespaces"
 	// CodeInvalidCredentials is the connect_error code of a refused admin; its message is the one
 	// the UI recognises, "invalid credentials".
 	CodeInvalidCredentials = "invalid_credentials"
@@ -114,6 +116,11 @@ func Register(srv *sio.Server, o Options) *Admin {
 	a.nsp.HandleMessage("leave", a.leave)
 	a.nsp.HandleMessage("_disconnect", a.disconnect)
 	a.nsp.HandleMessage("emit", a.emit)
+	a.nsp.OnServerSide(namespacesEvent, func(_ []json.RawMessage, ack func(any)) {
+		if ack != nil {
+			ack(a.namespaceNames())
+		}
+	})
 	srv.SetMonitor(a)
 	time.AfterFunc(statsInterval, a.tick)
 	return a
@@ -185,14 +192,57 @@ func (a *Admin) onAdminConnect(c *sio.Conn) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 		defer cancel()
-		c.Emit("all_sockets", a.allSockets(ctx))
+		c.Emit("all_sockets", a.allSockets(ctx, a.srv.Namespaces()))
+		// Namespaces created from a pattern on other nodes only (a tenant with nobody here): once
+		// the other nodes have named theirs, the list is sent again with their sockets. A node that
+		// does not answer (a Node server) costs only the wait for this second list.
+		if more := a.remoteNamespaces(ctx); len(more) > 0 {
+			c.Emit("all_sockets", a.allSockets(ctx, a.srv.Namespaces()))
+		}
 	}()
 }
 
-// allSockets fetches the sockets of every namespace this node has, on every node.
-func (a *Admin) allSockets(ctx context.Context) []socket {
-	out := []socket{}
+// namespaceNames returns the names of this node's namespaces.
+func (a *Admin) namespaceNames() []string {
+	var names []string
 	for _, n := range a.srv.Namespaces() {
+		names = append(names, n.Name())
+	}
+	return names
+}
+
+// remoteNamespaces asks the other nodes for their namespaces and creates here, from this node's
+// patterns, those it does not have yet (so that fetchSockets can reach them); it returns those.
+func (a *Admin) remoteNamespaces(ctx context.Context) []string {
+	replies, err := a.nsp.ServerSideEmitWithAck(ctx, namespacesEvent)
+	if err != nil {
+		a.log.Debug("admin: some nodes did not name their namespaces", "err", err)
+	}
+	have := make(map[string]bool)
+	for _, name := range a.namespaceNames() {
+		have[name] = true
+	}
+	var added []string
+	for _, r := range replies {
+		var names []string
+		json.Unmarshal(r, &names)
+		for _, name := range names {
+			if have[name] {
+				continue
+			}
+			have[name] = true
+			if _, ok := a.srv.Lookup(name); ok {
+				added = append(added, name)
+			}
+		}
+	}
+	return added
+}
+
+// allSockets fetches the sockets of the namespaces nss, on every node.
+func (a *Admin) allSockets(ctx context.Context, nss []*sio.Namespace) []socket {
+	out := []socket{}
+	for _, n := range nss {
 		infos, err := n.FetchSockets(ctx, adapter.BroadcastOptions{})
 		if err != nil {
 			a.log.Debug("admin: some nodes did not answer fetchSockets", "nsp", n.Name(), "err", err)

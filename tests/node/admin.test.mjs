@@ -201,7 +201,7 @@ describe("Admin UI: two nodes through Redis", { skip: chorusOnly }, () => {
   before(async () => {
     redis = await startRedis();
     const env = { ...CREDENTIALS, CHORUS_REDIS_URL: redis.url, CHORUS_REDIS_PREFIX: unique("admin") };
-    [a, b] = await Promise.all([startServer({ env }), startServer({ env })]);
+    [a, b] = await Promise.all([startServer({ env, namespaces: ["/tenant-*"] }), startServer({ env, namespaces: ["/tenant-*"] })]);
   });
   after(async () => {
     await a?.stop();
@@ -211,6 +211,7 @@ describe("Admin UI: two nodes through Redis", { skip: chorusOnly }, () => {
 
   test("one admin sees both servers and the sockets of both, and acts on either", { ...T, timeout: 30_000 }, async () => {
     const [onA, onB] = await Promise.all([connect(a.url, TRANSPORTS.websocket), connect(b.url, TRANSPORTS.polling)]);
+    const tenant = await connect(`${b.url}/tenant-${unique("t")}`, TRANSPORTS.websocket); // a namespace only B has
     const ui = await adminUI(a.url);
     // Both nodes report their stats to the admin connected to A.
     const ids = new Set();
@@ -223,6 +224,9 @@ describe("Admin UI: two nodes through Redis", { skip: chorusOnly }, () => {
     const [sockets] = (await ui.find("all_sockets")).args;
     assert.equal(sockets.find((s) => s.id === onA.id)?.transport, "websocket");
     assert.equal(sockets.find((s) => s.id === onB.id)?.transport, "polling", "B's socket, described by B");
+    // B's dynamic namespace, which A did not have: A asks B for its namespaces and lists it next.
+    const [withTenant] = (await ui.find("all_sockets", (list) => list.some((s) => s.id === tenant.id), "the other node's namespace")).args;
+    assert.equal(withTenant.find((s) => s.id === tenant.id).nsp, tenant.nsp);
 
     // A socket connecting to B shows at once on A's admin.
     const late = await connect(b.url, TRANSPORTS.websocket);
