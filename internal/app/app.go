@@ -152,14 +152,19 @@ func build(cfg config.Config, log *slog.Logger) node {
 		}
 	}
 	var factory adapter.Factory
+	// Publishes with an id are deduplicated in Redis when the node is in a cluster (a retry may
+	// reach another node), in memory otherwise.
+	var dedup adapter.Deduper = adapter.NewMemoryDedup(adapter.MemoryDedupOptions{Window: cfg.DedupWindow, MaxIDs: cfg.DedupMaxIDs, Logger: log})
 	if cluster != nil {
 		factory = cluster.Factory
+		dedup = cluster.Deduper(cfg.DedupWindow)
 	}
 	srv := sio.NewServer(sio.Options{
 		Engine: engine.Options{
 			PingInterval: cfg.PingInterval,
 			PingTimeout:  cfg.PingTimeout,
 			MaxPayload:   cfg.MaxPayload,
+			MaxBuffered:  int(cfg.MaxBuffered),
 			Transports:   cfg.Transports,
 			CORSOrigins:  cfg.CORSOrigins,
 		},
@@ -167,7 +172,7 @@ func build(cfg config.Config, log *slog.Logger) node {
 		Logger:  log,
 		Metrics: sioMetrics(m),
 	})
-	setupNamespaces(srv, cfg.Namespaces, log)
+	setupNamespaces(srv, cfg.Namespaces, dedup, log)
 	if cluster != nil && m != nil {
 		if err := m.WatchCluster(cluster); err != nil {
 			log.Error("redis adapter metrics disabled", "err", err)
@@ -243,21 +248,21 @@ func readyRedis(w http.ResponseWriter, st adapter.RedisStatus) {
 
 // setupNamespaces installs the client protocol on "/" and on every configured namespace; names with
 // '*' become dynamic namespaces created on first use.
-func setupNamespaces(srv *sio.Server, cfgs []config.Namespace, log *slog.Logger) {
+func setupNamespaces(srv *sio.Server, cfgs []config.Namespace, dedup adapter.Deduper, log *slog.Logger) {
 	root := false
 	for _, nc := range cfgs {
 		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish}
 		if rooms.IsPattern(nc.Name) {
 			pattern := nc.Name
 			srv.NamespaceFunc(func(name string) bool { return rooms.Match(pattern, name) },
-				func(n *sio.Namespace) { namespaces.Register(n, policy, log) })
+				func(n *sio.Namespace) { namespaces.Register(n, policy, dedup, log) })
 			continue
 		}
 		root = root || nc.Name == "/"
-		namespaces.Register(srv.Namespace(nc.Name), policy, log)
+		namespaces.Register(srv.Namespace(nc.Name), policy, dedup, log)
 	}
 	if !root {
-		namespaces.Register(srv.Namespace("/"), rooms.Policy{}, log)
+		namespaces.Register(srv.Namespace("/"), rooms.Policy{}, dedup, log)
 	}
 }
 

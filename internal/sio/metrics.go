@@ -22,8 +22,8 @@ type Metrics interface {
 	// SessionUpgraded: a session moved from one transport to another (polling to websocket).
 	SessionUpgraded(from, to string)
 	// SessionClosed: a session that was on transport closed for reason ("transport close",
-	// "ping timeout", "parse error", "transport error", "forced server close", "server shutting
-	// down", "connect timeout").
+	// "ping timeout", "parse error", "transport error", "slow_consumer", "forced server close",
+	// "server shutting down", "connect timeout").
 	SessionClosed(transport, reason string)
 	// HandshakeRefused: a new session or a namespace connection was refused: the engine's reasons
 	// (engine.Options.OnRefuse), "invalid_namespace", or the code of the middleware's *Error
