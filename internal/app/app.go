@@ -24,6 +24,7 @@ import (
 	"github.com/chorus-rt/chorus/internal/engine"
 	"github.com/chorus-rt/chorus/internal/metrics"
 	"github.com/chorus-rt/chorus/internal/sio"
+	"github.com/chorus-rt/chorus/middleware"
 	"github.com/chorus-rt/chorus/namespaces"
 	"github.com/chorus-rt/chorus/rooms"
 	"github.com/chorus-rt/chorus/web"
@@ -83,6 +84,15 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"transports", cfg.Transports, "redis", cfg.RedisURL != "", "admin_ui", cfg.AdminEnabled())
 	if cfg.APIKey == "" {
 		log.Warn("HTTP API disabled: set CHORUS_API_KEY to enable /api/v1/emit")
+	}
+	switch {
+	case cfg.Mode == "development" && len(cfg.CORSOrigins) == 0:
+		log.Warn("development mode: browsers from any origin may connect (set CHORUS_CORS_ORIGINS, or CHORUS_MODE=production)")
+	case len(cfg.CORSOrigins) == 1 && cfg.CORSOrigins[0] == "*":
+		log.Warn("CHORUS_CORS_ORIGINS=*: browsers from any origin may connect")
+	}
+	if cfg.JWT() {
+		log.Info("client tokens verified", "hs256", cfg.JWTSecret != "", "keys", cfg.JWTKeys, "issuer", cfg.JWTIssuer, "audience", cfg.JWTAudience)
 	}
 
 	go func() { serveErr <- hs.Serve(ln) }()
@@ -159,6 +169,18 @@ func build(cfg config.Config, log *slog.Logger) node {
 		factory = cluster.Factory
 		dedup = cluster.Deduper(cfg.DedupWindow)
 	}
+	clientIP, err := middleware.NewClientIP(cfg.TrustedProxies)
+	if err != nil { // validated in Run
+		log.Error("trusted proxies ignored", "err", err)
+	}
+	guard := middleware.NewConnGuard(middleware.ConnLimits{
+		HandshakeRate: cfg.HandshakeRate, HandshakeBurst: cfg.HandshakeBurst,
+		MaxPerAddr: cfg.MaxConnsPerIP, MaxTotal: cfg.MaxConns,
+	}, clientIP)
+	origins := cfg.CORSOrigins
+	if cfg.Mode == "development" && len(origins) == 0 {
+		origins = []string{"*"}
+	}
 	srv := sio.NewServer(sio.Options{
 		Engine: engine.Options{
 			PingInterval: cfg.PingInterval,
@@ -166,13 +188,14 @@ func build(cfg config.Config, log *slog.Logger) node {
 			MaxPayload:   cfg.MaxPayload,
 			MaxBuffered:  int(cfg.MaxBuffered),
 			Transports:   cfg.Transports,
-			CORSOrigins:  cfg.CORSOrigins,
+			CORSOrigins:  origins,
+			Admit:        guard.Admit,
 		},
 		Adapter: factory,
 		Logger:  log,
 		Metrics: sioMetrics(m),
 	})
-	setupNamespaces(srv, cfg.Namespaces, dedup, log)
+	setupNamespaces(srv, cfg, authenticator(cfg, log), dedup, log)
 	if cluster != nil && m != nil {
 		if err := m.WatchCluster(cluster); err != nil {
 			log.Error("redis adapter metrics disabled", "err", err)
@@ -182,7 +205,10 @@ func build(cfg config.Config, log *slog.Logger) node {
 
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", srv)
-	apiOpts := api.Options{Key: cfg.APIKey, MaxPayload: cfg.MaxPayload, Server: srv, Logger: log}
+	apiOpts := api.Options{
+		Key: cfg.APIKey, ReadKey: cfg.APIReadKey, AuthFailures: cfg.APIAuthFailures, ClientIP: clientIP,
+		MaxPayload: cfg.MaxPayload, Server: srv, Logger: log,
+	}
 	if m != nil {
 		apiOpts.Metrics = m
 	}
@@ -246,24 +272,64 @@ func readyRedis(w http.ResponseWriter, st adapter.RedisStatus) {
 	fmt.Fprintf(w, "degraded\nredis: %s since %s; serving local clients only (dropped %d messages so far)\n", st.State, since, st.Dropped)
 }
 
-// setupNamespaces installs the client protocol on "/" and on every configured namespace; names with
-// '*' become dynamic namespaces created on first use.
-func setupNamespaces(srv *sio.Server, cfgs []config.Namespace, dedup adapter.Deduper, log *slog.Logger) {
+// setupNamespaces installs, on "/" and on every configured namespace, token authentication (per the
+// namespace's auth mode), the per-socket event limit and the client protocol; names with '*' become
+// dynamic namespaces set up on first use.
+func setupNamespaces(srv *sio.Server, cfg config.Config, authn middleware.Authenticator, dedup adapter.Deduper, log *slog.Logger) {
+	setup := func(nc config.Namespace) func(*sio.Namespace) {
+		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish, MaxRooms: cfg.MaxRooms}
+		mode := middleware.AuthMode(cfg.AuthMode(nc))
+		if mode != middleware.AuthNone && authn == nil { // only without validation: stay closed
+			authn = refuseAll{}
+		}
+		return func(n *sio.Namespace) {
+			middleware.InstallAuth(n, middleware.AuthOptions{Authenticator: authn, Mode: mode, Leeway: cfg.JWTLeeway, Logger: log})
+			middleware.EventLimit(n, cfg.RateEvents, cfg.RateBurst, log)
+			namespaces.Register(n, policy, dedup, log)
+		}
+	}
 	root := false
-	for _, nc := range cfgs {
-		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish}
+	for _, nc := range cfg.Namespaces {
 		if rooms.IsPattern(nc.Name) {
 			pattern := nc.Name
-			srv.NamespaceFunc(func(name string) bool { return rooms.Match(pattern, name) },
-				func(n *sio.Namespace) { namespaces.Register(n, policy, dedup, log) })
+			srv.NamespaceFunc(func(name string) bool { return rooms.Match(pattern, name) }, setup(nc))
 			continue
 		}
 		root = root || nc.Name == "/"
-		namespaces.Register(srv.Namespace(nc.Name), policy, dedup, log)
+		setup(nc)(srv.Namespace(nc.Name))
 	}
 	if !root {
-		namespaces.Register(srv.Namespace("/"), rooms.Policy{}, dedup, log)
+		setup(config.Namespace{Name: "/"})(srv.Namespace("/"))
 	}
+}
+
+// authenticator returns the verifier of client tokens, nil without a JWT secret or key. A key file
+// that cannot be read (only an unvalidated configuration gets here: Run validates it) leaves one that
+// refuses every token, so that a namespace requiring tokens stays closed.
+func authenticator(cfg config.Config, log *slog.Logger) middleware.Authenticator {
+	if !cfg.JWT() {
+		return nil
+	}
+	o := middleware.JWTOptions{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Leeway: cfg.JWTLeeway}
+	var err error
+	if cfg.JWTKeys != "" {
+		o.Keys, err = middleware.LoadKeys(cfg.JWTKeys)
+	}
+	var a *middleware.JWT
+	if err == nil {
+		a, err = middleware.NewJWT(o)
+	}
+	if err != nil {
+		log.Error("client tokens cannot be verified: every token is refused", "err", err)
+		return refuseAll{}
+	}
+	return a
+}
+
+type refuseAll struct{}
+
+func (refuseAll) Verify(string) (middleware.Identity, error) {
+	return middleware.Identity{}, sio.Errorf(middleware.CodeInvalidToken, "the server cannot verify tokens")
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {

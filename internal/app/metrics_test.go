@@ -3,6 +3,8 @@ package app_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -196,3 +198,116 @@ func TestMetricsFollowTraffic(t *testing.T) {
 }
 
 func runtimeVersion() string { return runtime.Version() }
+
+// count returns how many lines logged msg with every key=value of kv.
+func (l *logBuffer) count(msg string, kv ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for line := range strings.SplitSeq(l.b.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != msg {
+			continue
+		}
+		ok := true
+		for i := 0; i+1 < len(kv); i += 2 {
+			if fmt.Sprint(m[kv[i]]) != kv[i+1] {
+				ok = false
+			}
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// The security side's refusals are logged once each and counted under a reason of a fixed set: the
+// connection limits (429 rate_limited, 503 too_many_connections, from the engine's Admit hook), a
+// namespace's token check (connect_error unauthorized, invalid_token), and the HTTP API's key check
+// (403 for the read-only key, 401, then 429) in the API's request metrics.
+func TestSecurityRefusalsInMetricsAndLog(t *testing.T) {
+	t.Parallel()
+	t.Run("limits and API", func(t *testing.T) {
+		t.Parallel()
+		url, logs := serveLogged(t, func(c *config.Config) {
+			c.MaxConns = 1
+			c.HandshakeRate, c.HandshakeBurst = 0.001, 2 // two handshakes, then none for 1000 s
+			c.APIReadKey = "reader"
+			c.APIAuthFailures = 1
+		})
+		for i, want := range []int{200, 503, 429} {
+			res, err := http.Get(url + "/socket.io/?EIO=4&transport=polling")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != want {
+				t.Fatalf("handshake %d: %d, want %d", i, res.StatusCode, want)
+			}
+		}
+		for i, r := range []struct {
+			key  string
+			want int
+		}{{"reader", 403}, {"wrong", 401}, {"wrong", 429}} {
+			req, _ := http.NewRequest("POST", url+"/api/v1/emit", strings.NewReader(`{"rooms":["r"],"event":"e"}`))
+			req.Header.Set("Authorization", "Bearer "+r.key)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if res.StatusCode != r.want {
+				t.Fatalf("API request %d: %d, want %d", i, res.StatusCode, r.want)
+			}
+		}
+		m := scrape(t, url)
+		for series, want := range map[string]float64{
+			`chorus_handshakes_refused_total{reason="too_many_connections"}`: 1,
+			`chorus_handshakes_refused_total{reason="rate_limited"}`:         1,
+			`chorus_http_requests_total{code="403",route="/api/v1/emit"}`:    1,
+			`chorus_http_requests_total{code="401",route="/api/v1/emit"}`:    1,
+			`chorus_http_requests_total{code="429",route="/api/v1/emit"}`:    1,
+		} {
+			if got, ok := m[series]; !ok || got != want {
+				t.Errorf("%s = %v (present: %v), want %v", series, got, ok, want)
+			}
+		}
+		// The first load refusal at warn, the next within 10 s at debug: once each.
+		if n := logs.count("handshake refused (further refusals for load in the next 10s are logged at debug)", "reason", "too_many_connections", "status", "503"); n != 1 {
+			t.Errorf("too_many_connections logged %d times at warn, want 1", n)
+		}
+		if n := logs.count("handshake refused", "reason", "rate_limited", "status", "429"); n != 1 {
+			t.Errorf("rate_limited logged %d times, want 1", n)
+		}
+		for _, code := range []string{"403", "401", "429"} {
+			if n := logs.count("http request", "route", "/api/v1/emit", "status", code); n != 1 {
+				t.Errorf("API %s logged %d times, want 1", code, n)
+			}
+		}
+	})
+	t.Run("tokens", func(t *testing.T) {
+		t.Parallel()
+		url, logs := serveLogged(t, func(c *config.Config) {
+			withJWT(c)
+			c.Namespaces = []config.Namespace{{Name: "/", Auth: "required"}}
+		})
+		for _, auth := range []any{nil, map[string]any{"token": "hello"}} {
+			if _, err := dialWith(t, url, "/", auth, nil); err == nil {
+				t.Fatalf("auth %v accepted", auth)
+			}
+		}
+		waitMetric(t, url, `chorus_handshakes_refused_total{reason="unauthorized"}`, 1)
+		waitMetric(t, url, `chorus_handshakes_refused_total{reason="invalid_token"}`, 1)
+		for _, reason := range []string{"unauthorized", "invalid_token"} {
+			if n := logs.count("handshake refused", "reason", reason, "nsp", "/"); n != 1 {
+				t.Errorf("%s logged %d times, want 1", reason, n)
+			}
+		}
+		for series := range scrape(t, url) {
+			if strings.Contains(series, "hello") {
+				t.Errorf("series %s holds the client's token", series)
+			}
+		}
+	})
+}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chorus-rt/chorus/middleware"
 )
 
 // Validate reports every problem at once (errors.Join), one error per problem,
@@ -243,4 +245,54 @@ func redactURL(u string) string {
 		}
 	}
 	return u
+}
+
+func checkNonNegativeNumber(v float64) error {
+	if v < 0 {
+		return fmt.Errorf("must not be negative, got %g", v)
+	}
+	return nil
+}
+
+func checkProxies(ps []string) error {
+	var errs []error
+	for _, p := range ps {
+		if _, err := middleware.ParseProxy(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkJWTSecret(s string) error {
+	if s != "" && len(s) < middleware.MinSecretLen {
+		return fmt.Errorf("must be at least %d bytes (RFC 7518), got %d", middleware.MinSecretLen, len(s))
+	}
+	return nil
+}
+
+// checkJWTKeys reads the key file as chorus will, so that -check-config finds its problems.
+func checkJWTKeys(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, err := middleware.LoadKeys(path)
+	return err
+}
+
+// checkNamespaceAuth checks every namespace's auth mode; required and optional need a JWT secret or key.
+func checkNamespaceAuth(c Config) error {
+	var errs []error
+	for i, ns := range c.Namespaces {
+		switch ns.Auth {
+		case "", AuthNone:
+		case AuthRequired, AuthOptional:
+			if !c.JWT() {
+				errs = append(errs, fmt.Errorf("[%d] %q: auth %s needs CHORUS_JWT_SECRET or CHORUS_JWT_KEYS", i, ns.Name, ns.Auth))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("[%d] %q: auth %q is not one of required, optional, none", i, ns.Name, ns.Auth))
+		}
+	}
+	return errors.Join(errs...)
 }

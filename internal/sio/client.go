@@ -3,6 +3,7 @@ package sio
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ type client struct {
 	pending     *protocol.Packet // a binary packet waiting for its attachments
 	want        int
 	attachments [][]byte
+	size        int64 // bytes of the pending packet so far, header and attachments
 
 	connectTimer *time.Timer
 }
@@ -54,6 +56,12 @@ func (cl *client) OnMessage(data []byte, binary bool) {
 			cl.fail(protocol.ErrUnexpectedData)
 			return
 		}
+		// A packet and its attachments together are held to the max payload: otherwise one packet
+		// could make the server hold MaxAttachments times as much.
+		if cl.size += int64(len(data)); cl.size > cl.srv.maxPayload {
+			cl.fail(errPacketTooLarge)
+			return
+		}
 		cl.attachments = append(cl.attachments, data)
 		if len(cl.attachments) < cl.want {
 			return
@@ -79,7 +87,7 @@ func (cl *client) OnMessage(data []byte, binary bool) {
 		return
 	}
 	if want > 0 {
-		cl.pending, cl.want = &p, want
+		cl.pending, cl.want, cl.size = &p, want, int64(len(data))
 		return
 	}
 	if p.Type == protocol.BinaryEvent || p.Type == protocol.BinaryAck {
@@ -91,9 +99,12 @@ func (cl *client) OnMessage(data []byte, binary bool) {
 	cl.onPacket(&p)
 }
 
-// fail closes the connection on a packet that does not decode, as Node does.
+var errPacketTooLarge = errors.New("packet and its attachments larger than the max payload")
+
+// fail closes the connection on a packet that does not decode or is too large, as Node does, and
+// logs why (once per connection: the connection is closed).
 func (cl *client) fail(err error) {
-	cl.srv.log.Debug("parse error", "conn", cl.conn.ID(), "err", err)
+	cl.srv.log.Info("closing connection: bad packet", "conn", cl.conn.ID(), "remote", cl.conn.Request().RemoteAddr, "err", err)
 	cl.conn.Close("parse error")
 }
 
@@ -126,7 +137,14 @@ func (cl *client) onPacket(p *protocol.Packet) {
 		if m := cl.srv.monitor; m != nil {
 			m.Event(c, true, p.Data)
 		}
-		c.enqueue(queued{event: event, msg: &Message{Args: args[1:], Attachments: p.Attachments}, ackID: p.ID, ack: p.HasID})
+		q := queued{event: event, msg: &Message{Args: args[1:], Attachments: p.Attachments}, ackID: p.ID, ack: p.HasID}
+		if c.guard != nil {
+			if err := c.guard(event); err != nil {
+				c.refuse(q, err)
+				return
+			}
+		}
+		c.enqueue(q)
 	case p.Type == protocol.Ack || p.Type == protocol.BinaryAck:
 		args, err := protocol.Args(p.Data)
 		if err != nil {
@@ -185,6 +203,9 @@ func (cl *client) connect(p *protocol.Packet) {
 	cl.mu.Unlock()
 	cl.stopConnectTimer()
 	n.add(c)
+	if len(h.Rooms) > 0 {
+		n.adapter.Join(c.id, h.Rooms...)
+	}
 	n.metrics.Connected(c.transport)
 	data, _ := json.Marshal(struct {
 		SID string `json:"sid"`

@@ -27,6 +27,13 @@ type Handshake struct {
 	Issued  int64               `json:"issued"`
 	URL     string              `json:"url"`
 	Auth    json.RawMessage     `json:"auth"`
+
+	// Set by handshake middleware, for the socket it admits (never sent anywhere):
+	// Session is what the socket's later handlers need of the handshake, e.g. its authenticated
+	// identity; Rooms are rooms the socket is in from the start, before the client hears that it
+	// is connected (e.g. the user's personal room).
+	Session any      `json:"-"`
+	Rooms   []string `json:"-"`
 }
 
 // Conn is a socket: one client's connection to one namespace.
@@ -53,6 +60,9 @@ type Conn struct {
 	// inline: a handler is running on the connection's reader. If it waits for a client ack, the
 	// reader is handed over (see EmitWithAck) so that the ack can be read.
 	inline atomic.Bool
+
+	// guard, if set (Guard), is asked on the reader before each incoming event is queued.
+	guard func(event string) error
 }
 
 type queued struct {
@@ -235,17 +245,45 @@ func (c *Conn) send(p *protocol.Packet) {
 
 // Disconnect removes the socket from its namespace, telling the client (which then does not reconnect
 // by itself); with closeConn the whole connection is closed too.
-func (c *Conn) Disconnect(closeConn bool) {
+func (c *Conn) Disconnect(closeConn bool) { c.disconnect("", closeConn) }
+
+// EventDisconnect is the event that tells a client why the server is about to disconnect it
+// (DisconnectWith); its one argument is {code, message}.
+const EventDisconnect = "chorus:disconnect"
+
+// DisconnectWith disconnects the socket like Disconnect, telling the client why first: it receives
+// the event EventDisconnect with e ({code, message}), then the disconnect. e.Code is the socket's
+// disconnect reason (OnDisconnect, the log).
+func (c *Conn) DisconnectWith(e *Error, closeConn bool) {
+	if c.Connected() {
+		c.Emit(EventDisconnect, e)
+	}
+	c.disconnect(e.Code, closeConn)
+}
+
+func (c *Conn) disconnect(reason string, closeConn bool) {
 	if closeConn {
+		if reason == "" {
+			reason = "forced server close"
+		}
 		c.send(&protocol.Packet{Type: protocol.Disconnect, Nsp: c.nsp.name})
-		c.client.conn.Close("forced server close")
+		c.client.conn.Close(reason)
 		return
+	}
+	if reason == "" {
+		reason = "server namespace disconnect"
 	}
 	if c.client.detach(c) {
 		c.send(&protocol.Packet{Type: protocol.Disconnect, Nsp: c.nsp.name})
-		c.onClose("server namespace disconnect")
+		c.onClose(reason)
 	}
 }
+
+// Guard sets a function asked, on the connection's reader, before each event the client sends is
+// queued for its handler: nil lets the event through; an error refuses it (the client gets it in its
+// ack if it asked for one: an *Error keeps its code) and the handler does not run. Set it from an
+// OnConnect function, before the socket's first event is read; it may call DisconnectWith.
+func (c *Conn) Guard(f func(event string) error) { c.guard = f }
 
 // onAck resolves a pending EmitWithAck.
 func (c *Conn) onAck(id uint64, m *Message) {
@@ -335,6 +373,11 @@ func (c *Conn) dispatch(q queued) {
 		}
 		return
 	}
+	c.ack(q, resp, err)
+}
+
+// ack answers request q with resp, or with {ok:false, error} if err is not nil.
+func (c *Conn) ack(q queued, resp any, err error) {
 	var args []any
 	if err != nil {
 		args = []any{errorAck{OK: false, Error: asError(err)}}
@@ -345,10 +388,19 @@ func (c *Conn) dispatch(q queued) {
 	}
 	data, attachments, encErr := encodeArgs(nil, args)
 	if encErr != nil {
-		log.Error("ack encoding failed", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", encErr)
+		c.nsp.srv.log.Error("ack encoding failed", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", encErr)
 		data, attachments, _ = encodeArgs(nil, []any{errorAck{Error: &Error{Code: CodeInternal, Message: "internal error"}}})
 	}
 	c.send(&protocol.Packet{Type: protocol.Ack, Nsp: c.nsp.name, ID: q.ackID, HasID: true, Data: data, Attachments: attachments})
+}
+
+// refuse answers request q, which its guard refused, without running it.
+func (c *Conn) refuse(q queued, err error) {
+	if q.ack {
+		c.ack(q, nil, err)
+		return
+	}
+	c.nsp.srv.log.Debug("request refused", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", err)
 }
 
 func (c *Conn) run(h handlerFunc, q queued) (resp any, err error) {

@@ -42,7 +42,8 @@ type Server struct {
 	metrics Metrics
 	monitor Monitor // nil unless SetMonitor
 
-	draining atomic.Bool
+	draining   atomic.Bool
+	maxPayload int64 // the engine's: also the most a packet and its attachments may add up to
 
 	mu       sync.RWMutex
 	static   map[string]*Namespace
@@ -68,7 +69,10 @@ func NewServer(opts Options) *Server {
 	if opts.Metrics == nil {
 		opts.Metrics = noMetrics{}
 	}
-	s := &Server{opts: opts, log: opts.Logger, metrics: opts.Metrics, static: make(map[string]*Namespace)}
+	s := &Server{opts: opts, log: opts.Logger, metrics: opts.Metrics, static: make(map[string]*Namespace), maxPayload: opts.Engine.MaxPayload}
+	if s.maxPayload <= 0 {
+		s.maxPayload = 1e6 // the engine's default
+	}
 	eo := opts.Engine
 	allow := eo.AllowRequest
 	eo.AllowRequest = func(r *http.Request) error {
