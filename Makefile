@@ -14,13 +14,14 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
 
 node_modules: package-lock.json
-	npm ci --no-audit --no-fund
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 	@touch node_modules
 
 deps: node_modules
 
-## test: every test: formatting, vet, Go tests with -race, the end-to-end suite with the stock client,
-## and the short form of the reliability suite (tests/reliability)
+## test: every test: formatting, vet, Go tests with -race, the end-to-end suite with the stock client
+## (tests/node), the browser tests (tests/browser: playwright-core driving Debian's chromium), and the
+## short form of the reliability suite (tests/reliability)
 test: check-fmt vet test-go test-e2e test-reliability
 
 check-fmt:

@@ -212,6 +212,27 @@ type Config struct {
 	// Default 1000000. Flag -dedup-max-ids, env CHORUS_DEDUP_MAX_IDS.
 	DedupMaxIDs int
 
+	// MetricsAddr moves the Prometheus endpoint /metrics to a listener of its own at this
+	// host:port (e.g. 127.0.0.1:9090, to keep it off the public port). Empty serves it on Addr.
+	// Default "". Flag -metrics-addr, env CHORUS_METRICS_ADDR.
+	MetricsAddr string
+
+	// AdminUsername and AdminPassword are the credentials of the Socket.IO Admin UI. The whole
+	// admin surface (the /admin namespace and the UI at /admin/) is off unless both are set.
+	// Default "". Flags -admin-username, -admin-password; env CHORUS_ADMIN_USERNAME,
+	// CHORUS_ADMIN_PASSWORD.
+	AdminUsername string
+	AdminPassword string
+
+	// AdminEvents also shows the Admin UI every event sockets send and are sent (its Events
+	// page); it costs a broadcast per event.
+	// Default false. Flag -admin-events, env CHORUS_ADMIN_EVENTS.
+	AdminEvents bool
+
+	// AdminUIDir is the directory the Admin UI's built files are served from at /admin/.
+	// Default "node_modules/@socket.io/admin-ui/ui/dist". Flag -admin-ui-dir, env CHORUS_ADMIN_UI_DIR.
+	AdminUIDir string
+
 	// Namespaces configures namespaces and their room policies. It can only be
 	// set in the YAML file (key namespaces). Default none: only "/", any room.
 	Namespaces []Namespace
@@ -224,6 +245,9 @@ type Config struct {
 	// without serving. Default false. Flag -check-config (no env, no file key).
 	CheckOnly bool
 }
+
+// AdminEnabled reports whether the Admin UI is on: both its credentials are set.
+func (c Config) AdminEnabled() bool { return c.AdminUsername != "" && c.AdminPassword != "" }
 
 // Namespace configures one namespace: an exact name ("/chat") or a pattern
 // with one '*' ("/tenant-*").

@@ -41,6 +41,7 @@ func TestDefault(t *testing.T) {
 		DedupWindow: 2 * time.Minute,
 		DedupMaxIDs: 1_000_000,
 
+		AdminUIDir:      "node_modules/@socket.io/admin-ui/ui/dist",
 		Mode:            "production",
 		APIAuthFailures: 10,
 		HandshakeRate:   50,
@@ -461,6 +462,28 @@ func TestValidate(t *testing.T) {
 		},
 		{name: "unknown redis mode", change: func(c *config.Config) { c.RedisMode = "cluster" }, want: []string{`CHORUS_REDIS_MODE: "cluster" is not one of pubsub, streams`}},
 		{
+			name: "metrics and admin",
+			change: func(c *config.Config) {
+				c.MetricsAddr = "127.0.0.1:9090"
+				c.AdminUsername, c.AdminPassword = "admin", "secret"
+				c.Namespaces = []config.Namespace{{Name: "/adm*"}}
+			},
+		},
+		{
+			name: "metrics and admin problems",
+			change: func(c *config.Config) {
+				c.MetricsAddr = c.Addr
+				c.AdminUsername, c.AdminPassword = "admin", "secret"
+				c.Namespaces = []config.Namespace{{Name: "/admin"}}
+			},
+			want: []string{
+				`CHORUS_METRICS_ADDR: ":3000" is CHORUS_ADDR too`,
+				`CHORUS_ADMIN_USERNAME: the Admin UI uses the namespace /admin`,
+			},
+		},
+		{name: "admin password alone", change: func(c *config.Config) { c.AdminPassword = "secret" }, want: []string{`CHORUS_ADMIN_USERNAME: set both`}},
+		{name: "bad metrics addr", change: func(c *config.Config) { c.MetricsAddr = "9090" }, want: []string{`CHORUS_METRICS_ADDR: "9090" is not host:port`}},
+		{
 			name: "security settings",
 			change: func(c *config.Config) {
 				c.Mode = "development"
@@ -632,6 +655,8 @@ func TestEverySettingIsRead(t *testing.T) {
 		"redis-url": "redis://127.0.0.1:6379/1", "redis-prefix": "p", "redis-request-timeout": "1s",
 		"redis-mode": "streams", "redis-stream-maxlen": "5", "recovery": "false",
 		"recovery-max-disconnection": "30s", "recovery-max-packets": "7",
+		"metrics-addr": "127.0.0.1:9090", "admin-username": "u", "admin-password": "p", "admin-events": "true",
+		"admin-ui-dir": "d",
 		"api-read-key": "r", "api-auth-failures": "0", "mode": "development", "trusted-proxies": "10.0.0.0/8",
 		"jwt-secret": "s", "jwt-keys": "k.pem", "jwt-issuer": "i", "jwt-audience": "a", "jwt-leeway": "1s",
 		"rate-events": "2.5", "rate-burst": "3", "handshake-rate": "0", "handshake-burst": "1",

@@ -290,6 +290,33 @@ var specs = []spec{
 		check: func(c *Config) error { return checkCount(c.DedupMaxIDs) },
 	},
 	{
+		flag: "metrics-addr", env: "CHORUS_METRICS_ADDR", key: "metrics_addr", def: "",
+		help:  "serve /metrics (Prometheus) on a listener of its own at this host:port, e.g. 127.0.0.1:9090; empty serves it on the main address",
+		field: func(c *Config) field { return (*stringField)(&c.MetricsAddr) },
+		check: func(c *Config) error { return checkMetricsAddr(c.MetricsAddr, c.Addr) },
+	},
+	{
+		flag: "admin-username", env: "CHORUS_ADMIN_USERNAME", key: "admin_username", def: "",
+		help:  "user name of the Socket.IO Admin UI (/admin/ and the /admin namespace), which is off unless both it and the password are set",
+		field: func(c *Config) field { return (*stringField)(&c.AdminUsername) },
+		check: func(c *Config) error { return checkAdmin(c) },
+	},
+	{
+		flag: "admin-password", env: "CHORUS_ADMIN_PASSWORD", key: "admin_password", def: "",
+		help:  "password of the Socket.IO Admin UI (prefer the environment variable: flags show in ps)",
+		field: func(c *Config) field { return (*stringField)(&c.AdminPassword) },
+	},
+	{
+		flag: "admin-events", env: "CHORUS_ADMIN_EVENTS", key: "admin_events", def: "false",
+		help:  "also show the Admin UI every event sockets send and are sent (its Events page); costs a broadcast per event",
+		field: func(c *Config) field { return (*boolField)(&c.AdminEvents) },
+	},
+	{
+		flag: "admin-ui-dir", env: "CHORUS_ADMIN_UI_DIR", key: "admin_ui_dir", def: "node_modules/@socket.io/admin-ui/ui/dist",
+		help:  "directory the Admin UI's built files are served from at /admin/",
+		field: func(c *Config) field { return (*stringField)(&c.AdminUIDir) },
+	},
+	{
 		key:   "namespaces",
 		help:  "namespaces besides `/` and the rooms clients may join and publish to ([docs/configuration.md](docs/configuration.md)); none means only `/`, any room",
 		field: func(c *Config) field { return (*namespacesField)(&c.Namespaces) },

@@ -39,6 +39,35 @@ func checkAddr(addr string) error {
 	return checkPort(port)
 }
 
+// checkMetricsAddr: empty, or a host:port that is not the main address.
+func checkMetricsAddr(addr, main string) error {
+	if addr == "" {
+		return nil
+	}
+	if err := checkAddr(addr); err != nil {
+		return err
+	}
+	if _, port, _ := net.SplitHostPort(addr); addr == main && port != "0" {
+		return fmt.Errorf("%q is CHORUS_ADDR too: leave it empty to serve /metrics there", addr)
+	}
+	return nil
+}
+
+// checkAdmin: the Admin UI's credentials come in pairs, and its namespace is its own.
+func checkAdmin(c *Config) error {
+	if (c.AdminUsername == "") != (c.AdminPassword == "") {
+		return errors.New("set both CHORUS_ADMIN_USERNAME and CHORUS_ADMIN_PASSWORD to turn the Admin UI on, or neither")
+	}
+	if c.AdminEnabled() {
+		for _, ns := range c.Namespaces {
+			if ns.Name == "/admin" {
+				return errors.New("the Admin UI uses the namespace /admin: remove it from namespaces or turn the Admin UI off")
+			}
+		}
+	}
+	return nil
+}
+
 func checkPort(port string) error {
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)

@@ -21,6 +21,9 @@ type client struct {
 	mu      sync.Mutex
 	sockets []*Conn // one per namespace; a slice, as clients join one or a few
 	closed  bool
+	// transport is the session's transport as counted in the metrics (and that of its sockets,
+	// Conn.transport), changed by OnUpgrade.
+	transport string
 
 	pending     *protocol.Packet // a binary packet waiting for its attachments
 	want        int
@@ -31,7 +34,8 @@ type client struct {
 }
 
 func newClient(s *Server, conn *engine.Conn) *client {
-	cl := &client{srv: s, conn: conn}
+	cl := &client{srv: s, conn: conn, transport: conn.Transport()}
+	s.metrics.SessionOpened(cl.transport)
 	cl.mu.Lock() // the timer may fire before newClient returns
 	defer cl.mu.Unlock()
 	cl.connectTimer = time.AfterFunc(s.opts.ConnectTimeout, func() {
@@ -46,6 +50,7 @@ func newClient(s *Server, conn *engine.Conn) *client {
 }
 
 func (cl *client) OnMessage(data []byte, binary bool) {
+	cl.srv.metrics.Received(len(data))
 	if binary {
 		if cl.pending == nil {
 			cl.fail(protocol.ErrUnexpectedData)
@@ -128,6 +133,10 @@ func (cl *client) onPacket(p *protocol.Packet) {
 			cl.fail(protocol.ErrPayload)
 			return
 		}
+		c.nsp.metrics.EventReceived()
+		if m := cl.srv.monitor; m != nil {
+			m.Event(c, true, p.Data)
+		}
 		q := queued{event: event, msg: &Message{Args: args[1:], Attachments: p.Attachments}, ackID: p.ID, ack: p.HasID}
 		if c.guard != nil {
 			if err := c.guard(event); err != nil {
@@ -150,11 +159,13 @@ func (cl *client) onPacket(p *protocol.Packet) {
 // client it is connected, so that an event the client sends right after is never refused.
 func (cl *client) connect(p *protocol.Packet) {
 	n, ok := cl.srv.Lookup(p.Nsp)
+	req := cl.conn.Request()
 	if !ok {
+		cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", p.Nsp, "reason", "invalid_namespace", "remote", req.RemoteAddr)
+		cl.srv.metrics.HandshakeRefused("invalid_namespace")
 		cl.connectError(p.Nsp, &Error{Message: "Invalid namespace"}) // no code: the same packet as Node
 		return
 	}
-	req := cl.conn.Request()
 	h := &Handshake{
 		Headers: req.Header,
 		Query:   req.Query,
@@ -171,14 +182,23 @@ func (cl *client) connect(p *protocol.Packet) {
 	for _, m := range n.middleware {
 		if err := m(context.Background(), h, h.Auth); err != nil {
 			e := asError(err)
-			cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", n.name, "reason", e.Code, "remote", req.RemoteAddr)
+			reason := e.Code
+			if reason == "" {
+				reason = "refused"
+			}
+			cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", n.name, "reason", reason, "remote", req.RemoteAddr)
+			cl.srv.metrics.HandshakeRefused(reason)
 			cl.connectError(p.Nsp, e)
 			return
 		}
 	}
 	if n.recovery != nil {
-		if pid, offset, ok := recoveryAuth(h.Auth); ok && cl.recover(n, h, pid, offset) {
-			return
+		if pid, offset, ok := recoveryAuth(h.Auth); ok {
+			recovered := cl.recover(n, h, pid, offset)
+			n.metrics.Recovered(recovered)
+			if recovered {
+				return
+			}
 		}
 	}
 	c := newConn(newSocketID(), n, cl, h)
@@ -192,11 +212,16 @@ func (cl *client) connect(p *protocol.Packet) {
 		return
 	}
 	cl.sockets = append(cl.sockets, c)
+	c.transport = cl.transport
 	cl.mu.Unlock()
 	cl.stopConnectTimer()
 	n.add(c, h.Rooms...) // the rooms the middleware chose (e.g. the personal room), before CONNECT
+	n.metrics.Connected(c.transport)
 	c.send(connectPacket(n.name, c.id, c.pid))
-	cl.srv.log.Info("connect", "sid", c.id, "nsp", n.name, "transport", cl.conn.Transport(), "remote", req.RemoteAddr, "conn", cl.conn.ID())
+	cl.srv.log.Info("connect", "sid", c.id, "nsp", n.name, "transport", c.transport, "remote", req.RemoteAddr, "conn", cl.conn.ID())
+	if m := cl.srv.monitor; m != nil {
+		m.Connected(c)
+	}
 	for _, f := range n.onConnect {
 		f(c)
 	}
@@ -215,7 +240,10 @@ func (cl *client) connectError(nsp string, e *Error) {
 		}{e.Message, map[string]string{"code": e.Code}})
 	}
 	p := &protocol.Packet{Type: protocol.ConnectError, Nsp: nsp, Data: data}
-	cl.conn.Send(encodePacket(p)...)
+	pkts := encodePacket(p)
+	if cl.conn.Send(pkts...) {
+		cl.srv.sent(pkts, 1)
+	}
 }
 
 // stopConnectTimer stops the connect timeout and lets the timer go (it would stay with the
@@ -255,12 +283,29 @@ func (cl *client) detach(c *Conn) bool {
 
 func (cl *client) OnUpgrade(transport string) {
 	cl.mu.Lock()
-	ids := make([]string, 0, len(cl.sockets))
-	for _, c := range cl.sockets {
-		ids = append(ids, c.id)
+	if cl.closed || cl.transport == transport {
+		cl.mu.Unlock()
+		return
+	}
+	from := cl.transport
+	cl.transport = transport
+	sockets := slices.Clone(cl.sockets)
+	for _, c := range sockets {
+		c.transport = transport
 	}
 	cl.mu.Unlock()
+	cl.srv.metrics.SessionUpgraded(from, transport)
+	ids := make([]string, 0, len(sockets))
+	for _, c := range sockets {
+		ids = append(ids, c.id)
+		c.nsp.metrics.Upgraded(from, transport)
+	}
 	cl.srv.log.Info("upgrade", "conn", cl.conn.ID(), "sids", ids, "transport", transport)
+	if m := cl.srv.monitor; m != nil {
+		for _, c := range sockets {
+			m.Upgraded(c, transport)
+		}
+	}
 }
 
 func (cl *client) OnClose(reason string) {
@@ -269,8 +314,10 @@ func (cl *client) OnClose(reason string) {
 	cl.closed = true
 	sockets := cl.sockets
 	cl.sockets = nil
+	transport := cl.transport
 	cl.mu.Unlock()
 	for _, c := range sockets {
 		c.onClose(reason)
 	}
+	cl.srv.metrics.SessionClosed(transport, reason)
 }

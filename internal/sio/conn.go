@@ -43,6 +43,7 @@ type Conn struct {
 	nsp       *Namespace
 	client    *client
 	handshake *Handshake
+	transport string // guarded by client.mu; see client.transport
 
 	// pid is the private session id of connection-state recovery ("" when it is off);
 	// recovered says that this socket took over a session (recovery.go).
@@ -92,6 +93,11 @@ func newConn(id string, n *Namespace, cl *client, h *Handshake) *Conn {
 // ID returns the socket id.
 func (c *Conn) ID() string { return c.id }
 
+// ClientID returns the id of the socket's connection (the Engine.IO session id), which its sockets
+// in other namespaces share. It is the session's credential for long-polling requests: show it to
+// administrators only.
+func (c *Conn) ClientID() string { return c.client.conn.ID() }
+
 // Namespace returns the socket's namespace.
 func (c *Conn) Namespace() *Namespace { return c.nsp }
 
@@ -131,19 +137,42 @@ func (c *Conn) Connected() bool {
 
 // Join adds the socket to rooms; it does nothing once the socket has disconnected.
 func (c *Conn) Join(rooms ...string) {
+	m := c.nsp.srv.monitor
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.connected {
-		c.nsp.adapter.Join(c.id, rooms...)
+	if !c.connected {
+		c.mu.Unlock()
+		return
+	}
+	var joined []string
+	if m != nil {
+		// Which rooms are new, for the monitor; under c.mu, which every change of c's rooms holds.
+		had := c.nsp.adapter.Rooms(c.id)
+		for _, r := range rooms {
+			if !slices.Contains(had, r) && !slices.Contains(joined, r) {
+				joined = append(joined, r)
+			}
+		}
+	}
+	c.nsp.adapter.Join(c.id, rooms...)
+	c.mu.Unlock()
+	for _, r := range joined {
+		m.Joined(c, r)
 	}
 }
 
 // Leave removes the socket from room.
 func (c *Conn) Leave(room string) {
+	m := c.nsp.srv.monitor
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.connected {
-		c.nsp.adapter.Leave(c.id, room)
+	if !c.connected {
+		c.mu.Unlock()
+		return
+	}
+	was := m != nil && slices.Contains(c.nsp.adapter.Rooms(c.id), room)
+	c.nsp.adapter.Leave(c.id, room)
+	c.mu.Unlock()
+	if was {
+		m.Left(c, room)
 	}
 }
 
@@ -162,12 +191,24 @@ func (c *Conn) Emit(event string, args ...any) error {
 	if err != nil {
 		return err
 	}
-	if c.pid != "" {
+	if c.pid != "" { // through the adapter, to be kept for recovery; counted there as a broadcast
 		c.nsp.adapter.Broadcast(p, adapter.BroadcastOptions{Rooms: []string{c.id}})
+		if m := c.nsp.srv.monitor; m != nil {
+			m.Event(c, false, p.Data)
+		}
 		return nil
 	}
 	c.send(p)
+	c.sentEvent(p)
 	return nil
+}
+
+// sentEvent counts an event sent to this socket alone and shows it to the monitor.
+func (c *Conn) sentEvent(p *protocol.Packet) {
+	c.nsp.metrics.EventsSent(1)
+	if m := c.nsp.srv.monitor; m != nil {
+		m.Event(c, false, p.Data)
+	}
 }
 
 var ErrDisconnected = errors.New("socket disconnected")
@@ -194,7 +235,9 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 	c.acks[id] = func(m *Message) { ch <- m }
 	c.mu.Unlock()
 	p.ID, p.HasID = id, true
+	sent := time.Now()
 	c.send(p)
+	c.sentEvent(p)
 	if c.inline.CompareAndSwap(true, false) {
 		// This handler runs on the connection's reader, which must go on reading for the ack to
 		// arrive: hand the reading over to a new goroutine; later events queue behind this handler.
@@ -205,6 +248,7 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 		if m == nil {
 			return nil, ErrDisconnected
 		}
+		c.nsp.metrics.AckRoundTrip(m.at.Sub(sent))
 		return m, nil
 	case <-ctx.Done():
 		c.mu.Lock()
@@ -215,7 +259,10 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 }
 
 func (c *Conn) send(p *protocol.Packet) {
-	c.client.conn.Send(encodePacket(p)...)
+	pkts := encodePacket(p)
+	if c.client.conn.Send(pkts...) {
+		c.nsp.srv.sent(pkts, 1)
+	}
 }
 
 // Disconnect removes the socket from its namespace, telling the client (which then does not reconnect
@@ -270,6 +317,7 @@ func (c *Conn) onAck(id uint64, m *Message) {
 	delete(c.acks, id)
 	c.mu.Unlock()
 	if ok {
+		m.at = time.Now()
 		f(m)
 	}
 }
@@ -403,6 +451,11 @@ func (c *Conn) onClose(reason string) {
 	if c.pid != "" && !c.kicked && recoverableReason(reason) {
 		c.persistLocked()
 	}
+	mon := c.nsp.srv.monitor
+	var rooms []string
+	if mon != nil {
+		rooms = c.Rooms()
+	}
 	c.nsp.adapter.LeaveAll(c.id)
 	acks := c.acks
 	c.acks = nil
@@ -417,10 +470,18 @@ func (c *Conn) onClose(reason string) {
 	}
 	c.qmu.Unlock()
 	c.nsp.remove(c)
+	// c is detached from its client by now, so its transport no longer changes.
+	c.client.mu.Lock()
+	transport := c.transport
+	c.client.mu.Unlock()
+	c.nsp.metrics.Disconnected(transport, reason)
+	if mon != nil {
+		mon.Disconnected(c, reason, rooms)
+	}
 	for _, f := range c.nsp.onDisconnect {
 		f(c, reason)
 	}
-	c.nsp.srv.log.Info("disconnect", "sid", c.id, "nsp", c.nsp.name, "reason", reason,
+	c.nsp.srv.log.Info("disconnect", "sid", c.id, "nsp", c.nsp.name, "transport", transport, "reason", reason,
 		"duration", time.Since(c.handshake.Time).Round(time.Millisecond))
 }
 

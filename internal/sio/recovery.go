@@ -176,8 +176,11 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 		missed = len(packets)
 		cl.mu.Lock()
 		cl.sockets = append(cl.sockets, c)
+		c.transport = cl.transport
 		cl.mu.Unlock()
-		cl.conn.Send(pkts...)
+		if cl.conn.Send(pkts...) {
+			n.srv.sent(pkts, 1)
+		}
 		// the session's rooms and the ones the middleware chose just now (e.g. the personal room)
 		n.add(c, append(slices.Clip(s.Rooms), h.Rooms...)...)
 	})
@@ -198,8 +201,12 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 		return false
 	}
 	cl.stopConnectTimer()
-	cl.srv.log.Info("connect", "sid", c.id, "nsp", n.name, "transport", cl.conn.Transport(), "remote", h.Address,
+	n.metrics.Connected(c.transport)
+	cl.srv.log.Info("connect", "sid", c.id, "nsp", n.name, "transport", c.transport, "remote", h.Address,
 		"conn", cl.conn.ID(), "recovered", true, "missed", missed)
+	if m := cl.srv.monitor; m != nil {
+		m.Connected(c)
+	}
 	for _, f := range n.onConnect {
 		f(c)
 	}

@@ -28,6 +28,14 @@ const apiEmit = (url, body) =>
     body: JSON.stringify(body),
   });
 
+/** The value of a series on the server's /metrics (0 when absent). */
+async function metric(url, series) {
+  const res = await httpRequest(`${url}/metrics`);
+  assert.equal(res.status, 200, res.text);
+  const line = res.text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
+
 describe("JWT handshakes", { skip: chorusOnly }, () => {
   let server;
   before(async () => {
@@ -100,6 +108,9 @@ describe("JWT handshakes", { skip: chorusOnly }, () => {
 
   for (const [name, opts] of Object.entries(TRANSPORTS)) {
     test(`a recovered socket passes auth again and is back in its personal room (${name})`, T, async () => {
+      const ok = 'chorus_recoveries_total{namespace="/",result="success"}';
+      const failed = 'chorus_recoveries_total{namespace="/",result="failure"}';
+      const [ok0, failed0] = [await metric(server.url, ok), await metric(server.url, failed)];
       const user = unique();
       const s = await connect(server.url, { ...opts, auth: { token: jwt({ sub: user }) } });
       const id = s.id;
@@ -115,6 +126,7 @@ describe("JWT handshakes", { skip: chorusOnly }, () => {
       assert.equal(s.recovered, true);
       assert.equal(s.id, id);
       assert.equal((await missed)[0], "missed");
+      assert.equal(await metric(server.url, ok), ok0 + 1);
       const live = nextEvent(s, "hello");
       assert.equal((await apiEmit(server.url, { users: [user], event: "hello", data: "live" })).status, 202);
       assert.equal((await live)[0], "live");
@@ -131,6 +143,7 @@ describe("JWT handshakes", { skip: chorusOnly }, () => {
       await again;
       assert.equal(s.recovered, false);
       assert.notEqual(s.id, id);
+      assert.equal(await metric(server.url, failed), failed0 + 1);
       const first = await httpRequest(`${server.url}/api/v1/sockets?room=${encodeURIComponent(`user:${user}`)}`, { headers: { authorization: `Bearer ${KEY}` } });
       assert.equal(first.status, 200, first.text);
       assert.deepEqual(first.json.sockets, []);

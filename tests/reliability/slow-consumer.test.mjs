@@ -11,7 +11,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { ack, chorusOnly, connect, startServer, TRANSPORTS, unique, waitFor } from "../node/harness.mjs";
+import { ack, chorusOnly, connect, httpRequest, startServer, TRANSPORTS, unique, waitFor } from "../node/harness.mjs";
 
 const RATE = 1000; // messages a second to the room
 const PAYLOAD = "x".repeat(1024);
@@ -112,6 +112,20 @@ test("a client that stops reading is disconnected as a slow_consumer; the others
     const bound = Math.max(3 * base + 250, 2000);
     assert.ok(during <= bound, `${r.transport} reader: p99 latency ${during} ms with the slow client, ${base} ms before`);
   }
+
+  // The metrics count the disconnection by its reason: the socket's and its Engine.IO session's.
+  const want = [
+    'chorus_disconnections_total{namespace="/",reason="slow_consumer"} 1',
+    'chorus_sessions_closed_total{reason="slow_consumer"} 1',
+  ];
+  let lines = [];
+  await waitFor(async () => {
+    lines = (await httpRequest(`${server.url}/metrics`)).text.split("\n");
+    return want.every((w) => lines.includes(w));
+  }).catch(() => {
+    const got = lines.filter((l) => l.includes("slow_consumer"));
+    assert.deepEqual(got.filter((l) => want.includes(l)), want, `slow_consumer series in /metrics: ${got.join(", ") || "none"}`);
+  });
   t.diagnostic(
     `slow client disconnected ${goneAt - pausedAt} ms after it stopped reading (${RATE}/s of ${PAYLOAD.length} B); chorus RSS ${rss0.toFixed(1)} MB before, ${rssPeak.toFixed(1)} MB at most`,
   );
