@@ -26,7 +26,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"time"
 
@@ -77,6 +77,7 @@ type sample struct {
 	rssKB      int
 	goroutines int
 	heapKB     uint64
+	lag        time.Duration // the worst scheduling lag of the server's process since the last sample
 }
 
 func soak(n int, duration, ping, every time.Duration, w workload, plotFile string) error {
@@ -84,8 +85,9 @@ func soak(n int, duration, ping, every time.Duration, w workload, plotFile strin
 	cfg.PingInterval, cfg.PingTimeout = ping, 5*time.Second
 	// Every connection comes from 127.0.0.1: the per-address limits would refuse most of them.
 	cfg.MaxConnsPerIP, cfg.HandshakeRate, cfg.MaxConns = 0, 0, 0
-	// chorus logs warnings and errors to stderr; each one counts against the run.
-	logged := countingHandler{Handler: slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}), count: new(atomic.Int64)}
+	// chorus logs warnings and errors to stderr; each one counts against the run. Its disconnect
+	// lines are kept, with their reasons, to explain any unexpected disconnect.
+	logged := newDisconnectLog(slog.NewJSONHandler(os.Stderr, nil))
 	srv, h := app.New(cfg, slog.New(logged))
 	defer srv.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -100,6 +102,8 @@ func soak(n int, duration, ping, every time.Duration, w workload, plotFile strin
 	baseKB := rssKB() // the server before any connection
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	lag := startLagProbe() // before the baseline: its goroutine stays to the end
+	defer lag.stop()
 	baseG := runtime.NumGoroutine()
 	child := exec.CommandContext(ctx, os.Args[0], append([]string{"-client", ln.Addr().String(), "-conns", strconv.Itoa(n)}, w.args()...)...)
 	child.Stderr = os.Stderr
@@ -127,12 +131,14 @@ func soak(n int, duration, ping, every time.Duration, w workload, plotFile strin
 
 	var samples []sample
 	begin := time.Now()
+	sinceStart := begin.Sub(logged.start)
 	take := func() sample {
 		runtime.GC()
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
-		s := sample{time.Since(begin).Round(time.Second), rssKB(), runtime.NumGoroutine(), m.HeapInuse / 1024}
-		fmt.Printf("  %6v  sessions %5d  RSS %7d kB  heap %7d kB  goroutines %d\n", s.at, srv.Sessions(), s.rssKB, s.heapKB, s.goroutines)
+		s := sample{time.Since(begin).Round(time.Second), rssKB(), runtime.NumGoroutine(), m.HeapInuse / 1024, lag.Max()}
+		fmt.Printf("  %6v  sessions %5d  RSS %7d kB  heap %7d kB  goroutines %5d  worst scheduling lag %v\n",
+			s.at, srv.Sessions(), s.rssKB, s.heapKB, s.goroutines, s.lag.Round(time.Millisecond))
 		return s
 	}
 	samples = append(samples, take())
@@ -154,7 +160,11 @@ loop:
 	child.Process.Signal(syscall.SIGTERM)
 	var disconnects uint64 = ^uint64(0)
 	var traffic string
+	var clientLag []string
 	for lines.Scan() {
+		if v, ok := strings.CutPrefix(lines.Text(), "lag "); ok {
+			clientLag = append(clientLag, v)
+		}
 		if v, ok := strings.CutPrefix(lines.Text(), "disconnects "); ok {
 			disconnects, _ = strconv.ParseUint(v, 10, 64)
 		}
@@ -177,6 +187,17 @@ loop:
 		maxRSS = max(maxRSS, s.rssKB)
 	}
 	fmt.Printf("\nunexpected disconnects: %d\n", disconnects)
+	if disconnects != 0 {
+		// When and why, from both ends, beside how late each process was being scheduled.
+		fmt.Println("disconnects logged by chorus, by minute and reason:")
+		for _, l := range logged.Since(sinceStart) {
+			fmt.Println("  " + l)
+		}
+		fmt.Println("the client process, per 10 s: worst scheduling lag, disconnects it saw:")
+		for _, l := range clientLag {
+			fmt.Println("  " + l)
+		}
+	}
 	fmt.Printf("RSS: %d kB with no connection; %d kB at start, %d kB at end (%+.1f%%), %d kB at most; %.1f kB per connection\n",
 		baseKB, first.rssKB, last.rssKB, pct(first.rssKB, last.rssKB), maxRSS, float64(last.rssKB-baseKB)/float64(n))
 	maxG := first.goroutines
@@ -187,7 +208,7 @@ loop:
 	fmt.Printf("goroutines: %d before any connection, %d at start, %d at end, %d at most, %.0f and %.0f on average in the first and second half, %d after they left\n",
 		baseG, first.goroutines, last.goroutines, maxG, early, late, leftG)
 	fmt.Printf("heap in use: %d kB at start, %d kB at end (%+.1f%%)\n", first.heapKB, last.heapKB, pct(int(first.heapKB), int(last.heapKB)))
-	fmt.Printf("warnings and errors logged: %d\n", logged.count.Load())
+	fmt.Printf("warnings and errors logged: %d\n", logged.warned.Load())
 	var problems []error
 	if w.publishers > 0 {
 		fmt.Printf("traffic: %s\n", traffic)
@@ -198,7 +219,7 @@ loop:
 	if disconnects != 0 {
 		problems = append(problems, fmt.Errorf("%d unexpected disconnects", disconnects))
 	}
-	if c := logged.count.Load(); c > 0 {
+	if c := logged.warned.Load(); c > 0 {
 		problems = append(problems, fmt.Errorf("%d warnings or errors logged", c))
 	}
 	if plotFile != "" {
@@ -270,6 +291,22 @@ func hold(addr string, n int, w workload) error {
 	}
 	st := g.ResetStats()
 	fmt.Println("connected")
+	// Every 10 s: the worst scheduling lag of this process and the disconnects it saw, printed
+	// when it stops for the server to report beside its own.
+	var timeline []string
+	var timelineMu sync.Mutex
+	lag := startLagProbe()
+	defer lag.stop()
+	go func() {
+		begin, t := time.Now(), time.NewTicker(10*time.Second)
+		defer t.Stop()
+		for range t.C {
+			row := fmt.Sprintf("%7v  lag %6d ms  disconnects %d", time.Since(begin).Round(time.Second), lag.Max().Milliseconds(), g.Disconnects())
+			timelineMu.Lock()
+			timeline = append(timeline, row)
+			timelineMu.Unlock()
+		}
+	}()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
 
@@ -298,6 +335,11 @@ func hold(addr string, n int, w workload) error {
 	} else {
 		<-sig
 	}
+	timelineMu.Lock()
+	for _, row := range timeline {
+		fmt.Println("lag " + row)
+	}
+	timelineMu.Unlock()
 	fmt.Printf("disconnects %d\n", g.Disconnects())
 	if p > 0 {
 		waitCtx, cancelWait := context.WithTimeout(context.Background(), 10*time.Second)
@@ -332,26 +374,6 @@ func hold(addr string, n int, w workload) error {
 	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return g.CloseAll(ctx)
-}
-
-// countingHandler counts the records it handles, its derived handlers' (With, WithGroup) included
-// (the soak logs only warnings and errors).
-type countingHandler struct {
-	slog.Handler
-	count *atomic.Int64
-}
-
-func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
-	h.count.Add(1)
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h countingHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return countingHandler{h.Handler.WithAttrs(attrs), h.count}
-}
-
-func (h countingHandler) WithGroup(name string) slog.Handler {
-	return countingHandler{h.Handler.WithGroup(name), h.count}
 }
 
 func rssKB() int {
