@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/chorus-rt/chorus/adapter"
@@ -56,13 +57,25 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	srv, handler := New(cfg, log)
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	start := time.Now()
-	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "transports", cfg.Transports)
+	node := NodeID(cfg)
+	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "transports", cfg.Transports, "node", node)
 	if cfg.APIKey == "" {
 		log.Warn("HTTP API disabled: set CHORUS_API_KEY to enable /api/v1/emit")
 	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
+	// The chorus:stats room's ticker; it stops before the drain.
+	statsCtx, stopStats := context.WithCancel(ctx)
+	statsDone := make(chan struct{})
+	go func() {
+		defer close(statsDone)
+		namespaces.RunStats(statsCtx, srv, namespaces.StatsOptions{Node: node, Logger: log})
+	}()
+	defer func() {
+		stopStats()
+		<-statsDone
+	}()
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serve: %w", err)
@@ -135,6 +148,18 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 	})
 	mux.Handle("/", web.Handler(cfg.ClientDir))
 	return srv, mux
+}
+
+// NodeID is the node's name in its stats: cfg.NodeID, or "<hostname>-<pid>" when that is empty.
+func NodeID(cfg config.Config) string {
+	if cfg.NodeID != "" {
+		return cfg.NodeID
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "chorus"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
 // readyRedis answers /readyz for a node in a Redis cluster. Redis being down is reported but stays

@@ -191,3 +191,18 @@ func redactURL(u string) string {
 	}
 	return u
 }
+
+// maxNodeIDLen caps CHORUS_NODE_ID: it is shown to clients every second.
+const maxNodeIDLen = 64
+
+func checkNodeID(id string) error {
+	if len(id) > maxNodeIDLen {
+		return fmt.Errorf("must be at most %d bytes", maxNodeIDLen)
+	}
+	for _, r := range id {
+		if r < 0x20 || r == 0x7f {
+			return errors.New("must not contain control characters")
+		}
+	}
+	return nil
+}

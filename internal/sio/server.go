@@ -39,6 +39,7 @@ type Server struct {
 	engine *engine.Server
 
 	draining atomic.Bool
+	emitted  atomic.Uint64 // broadcasts made through Namespace.Emit (Emitted)
 
 	mu       sync.RWMutex
 	static   map[string]*Namespace
@@ -148,6 +149,11 @@ func (s *Server) Namespaces() []*Namespace {
 
 // Sessions returns the number of open Engine.IO sessions.
 func (s *Server) Sessions() int { return s.engine.Len() }
+
+// Emitted returns the number of broadcasts made through Namespace.Emit on this node since it
+// started (client publishes and HTTP API emits, whatever their number of recipients); broadcasts
+// that arrive from other nodes of a cluster are not counted. Safe to call from any goroutine.
+func (s *Server) Emitted() uint64 { return s.emitted.Load() }
 
 // Drain refuses new sessions, then closes the open ones in batches spread evenly over window, so that
 // their clients reconnect elsewhere without a storm; it returns when every session is closed or ctx
