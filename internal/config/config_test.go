@@ -331,7 +331,7 @@ func TestValidate(t *testing.T) {
 		{name: "any origin", change: func(c *config.Config) { c.CORSOrigins = []string{"*"} }},
 		{name: "node id", change: func(c *config.Config) { c.NodeID = "eu-west-1a/chorus-2 ✓" }},
 		{
-			name: "node id problems",
+			name:   "node id problems",
 			change: func(c *config.Config) { c.NodeID = strings.Repeat("n", 65) },
 			want:   []string{"CHORUS_NODE_ID: must be at most 64 bytes"},
 		},
