@@ -4,7 +4,7 @@ BIN     ?= ./chorus
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/chorus-rt/chorus/internal/app.Version=$(VERSION)
 
-.PHONY: run build deps test test-go test-e2e check-fmt vet conformance bench load soak cluster clean
+.PHONY: run build deps test test-go test-e2e test-browser check-fmt vet conformance bench load soak cluster clean
 
 ## run: install the front-end packages if missing, build, and run chorus on :3000
 run: node_modules build
@@ -19,8 +19,9 @@ node_modules: package-lock.json
 
 deps: node_modules
 
-## test: every test: formatting, vet, Go tests with -race, then the end-to-end suite with the stock client
-test: check-fmt vet test-go test-e2e
+## test: every test: formatting, vet, Go tests with -race, the end-to-end suite with the stock client,
+## then the browser suite
+test: check-fmt vet test-go test-e2e test-browser
 
 check-fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -34,6 +35,11 @@ test-go: node_modules
 
 test-e2e: node_modules build
 	CHORUS_BIN=$(BIN) npm run --silent test:e2e
+
+## test-browser: the demo page and its client module in Debian's headless chromium (playwright-core;
+## CHROMIUM_BIN overrides `command -v chromium`); screenshots in test-artifacts/browser/
+test-browser: node_modules build
+	CHORUS_BIN=$(BIN) npm run --silent test:browser
 
 ## conformance: the official engine.io-protocol and socket.io-protocol suites against chorus
 ## (ENGINEIO_PROTOCOL_DIR and SOCKETIO_PROTOCOL_DIR point at fetched checkouts; nothing is committed)
