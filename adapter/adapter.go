@@ -114,7 +114,9 @@ type Cluster interface {
 	// ServerSideEmitWithAck does the same and returns one answer per other node.
 	ServerSideEmitWithAck(ctx context.Context, event string, args []json.RawMessage) ([]json.RawMessage, error)
 	// BroadcastWithAck delivers p like Broadcast, each recipient asked for an ack, and collects the
-	// acks until every recipient on every node has answered.
+	// acks until every recipient on every node has answered. ctx's deadline is the acks' timeout
+	// on every node, even past the Redis adapter's request timeout, which applies only when ctx
+	// has no deadline.
 	BroadcastWithAck(ctx context.Context, p *protocol.Packet, opts BroadcastOptions) (BroadcastAcks, error)
 }
 

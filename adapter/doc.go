@@ -85,4 +85,16 @@
 // during an outage are published when it ends; a pipeline that failed is not sent again (it may
 // have partly gone out, and a message must not be published twice). Messages from Redis that do
 // not decode are dropped and counted (RedisStatus.Malformed), never a crash.
+//
+// # Deduplication keys
+//
+// Besides pub/sub, chorus keeps one key per publish that carried an id (Deduper, dedup_redis.go),
+// so that a retry reaching any node is recognised (Node's adapters have no counterpart):
+//
+//	P#dedup#[N,R,ID]   SET … <uid of the claiming node> NX PX <CHORUS_DEDUP_WINDOW>
+//
+// where [N,R,ID] is the JSON array of the namespace, the room and the client's id (unambiguous
+// whatever the strings hold), e.g. socket.io#dedup#["/","lobby","5f0c…"]. A claim that did not
+// lead to a broadcast is deleted only by the node that made it (a GET-and-DEL script). Redis
+// expires the keys at the end of the window.
 package adapter

@@ -498,13 +498,18 @@ func (a *redisAdapter) ServerSideEmitWithAck(ctx context.Context, event string, 
 
 // BroadcastWithAck publishes a BROADCAST request (msgpack, the requester's timeout in its flags),
 // delivers p locally, and collects every node's recipient count and its recipients' acks. The
-// nodes expected to report are counted with PUBSUB NUMSUB, as Node does.
+// nodes expected to report are counted with PUBSUB NUMSUB, as Node does. The acks are awaited
+// until ctx's deadline when it has one (it is the acks' timeout, Node's flags.timeout, and may be
+// longer than the request timeout), until the request timeout otherwise.
 func (a *redisAdapter) BroadcastWithAck(ctx context.Context, p *protocol.Packet, opts BroadcastOptions) (BroadcastAcks, error) {
 	if opts.Local || a.detached {
 		return a.Memory.BroadcastWithAck(ctx, p, opts)
 	}
-	ctx, cancel := a.requestContext(ctx)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = a.requestContext(ctx)
+		defer cancel()
+	}
 	col := newAckCollector(1)
 	id, _ := a.begin(col)
 	defer a.end(id)

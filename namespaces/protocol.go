@@ -1,9 +1,13 @@
 // Package namespaces installs chorus's client protocol (docs/protocol.md) on Socket.IO namespaces:
 // join, leave and publish, each acked with {ok:true} or a coded error, under the namespace's room policy.
+// A publish may carry an id, which makes it effectively-once: a retry within the dedup window is acked
+// {ok:true, duplicate:true} and not broadcast again.
 package namespaces
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"log/slog"
 
 	"github.com/chorus-rt/chorus/adapter"
@@ -15,6 +19,11 @@ import (
 const (
 	CodeInvalidRoom = "invalid_room"
 	CodeForbidden   = "forbidden"
+	// CodeInvalidID: publish's id is not a string of 1 to adapter.MaxDedupIDLen bytes.
+	CodeInvalidID = "invalid_id"
+	// CodeUnavailable: publish's id could not be checked (the cluster's Redis is unreachable);
+	// nothing was broadcast, and the client should try again later with the same id.
+	CodeUnavailable = "unavailable"
 )
 
 // MaxEventLen is the longest event name publish accepts, in bytes.
@@ -27,10 +36,20 @@ type OK struct {
 
 var ok = OK{OK: true}
 
+// Published is the ack of a publish: Duplicate when its id was seen within the window, and the
+// message was therefore not broadcast again.
+type Published struct {
+	OK        bool `json:"ok"`
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
 type publishReq struct {
 	Room  string  `json:"room"`
 	Event *string `json:"event"`
 	Data  sio.Raw `json:"data"`
+	// ID is kept raw so that a wrong type is answered with invalid_id; Validate sets id.
+	ID json.RawMessage `json:"id"`
+	id string
 }
 
 func (r *publishReq) SetAttachments(a [][]byte) { r.Data.Attachments = a }
@@ -50,11 +69,19 @@ func (r *publishReq) Validate() error {
 	case sio.IsReserved(*r.Event):
 		return sio.Errorf(sio.CodeReservedEvent, "%q is a reserved event name", *r.Event)
 	}
+	if len(r.ID) == 0 || string(r.ID) == "null" {
+		return nil // no id: published as it comes
+	}
+	if json.Unmarshal(r.ID, &r.id) != nil || r.id == "" || len(r.id) > adapter.MaxDedupIDLen {
+		return sio.Errorf(CodeInvalidID, "publish: id must be a string of 1 to %d bytes", adapter.MaxDedupIDLen)
+	}
 	return nil
 }
 
-// Register installs the client protocol on n under policy.
-func Register(n *sio.Namespace, policy rooms.Policy, log *slog.Logger) {
+// Register installs the client protocol on n under policy. dedup remembers the ids of published
+// messages (shared by every namespace: its keys include the namespace); nil accepts ids but does
+// not deduplicate.
+func Register(n *sio.Namespace, policy rooms.Policy, dedup adapter.Deduper, log *slog.Logger) {
 	sio.Handle(n, "join", func(ctx context.Context, c *sio.Conn, room string) (OK, error) {
 		if rooms.IsServerRoom(room) && room != rooms.StatsRoom {
 			return OK{}, sio.Errorf(CodeForbidden, "rooms starting with %q are reserved for chorus", rooms.ServerRoomPrefix)
@@ -77,15 +104,38 @@ func Register(n *sio.Namespace, policy rooms.Policy, log *slog.Logger) {
 		log.Debug("leave", "sid", c.ID(), "nsp", n.Name(), "room", room)
 		return ok, nil
 	})
-	sio.Handle(n, "publish", func(ctx context.Context, c *sio.Conn, req publishReq) (OK, error) {
+	sio.Handle(n, "publish", func(ctx context.Context, c *sio.Conn, req publishReq) (resp Published, err error) {
 		if !policy.CanPublish(req.Room) {
-			return OK{}, sio.Errorf(CodeForbidden, "publishing to %q is not allowed in %s", req.Room, n.Name())
+			return Published{}, sio.Errorf(CodeForbidden, "publishing to %q is not allowed in %s", req.Room, n.Name())
+		}
+		if req.id != "" && dedup != nil {
+			// The claim comes first, so that a retry arriving while this attempt is still being
+			// handled (on another socket or node) is a duplicate, never a second broadcast.
+			key := adapter.DedupKey{Namespace: n.Name(), Room: req.Room, ID: req.id}
+			first, err := dedup.Claim(ctx, key)
+			if err != nil {
+				log.Debug("publish refused: its id could not be checked", "sid", c.ID(), "nsp", n.Name(), "room", req.Room, "err", err)
+				if errors.Is(err, adapter.ErrUnavailable) {
+					return Published{}, sio.Errorf(CodeUnavailable, "the message id cannot be checked now; nothing was published, try again with the same id")
+				}
+				return Published{}, err
+			}
+			if !first {
+				return Published{OK: true, Duplicate: true}, nil
+			}
+			// Released unless the broadcast below happens (an error, or a panic the wrapper
+			// recovers), so that a retry can still deliver the message.
+			defer func() {
+				if !resp.OK {
+					dedup.Release(context.WithoutCancel(ctx), key)
+				}
+			}()
 		}
 		// The sender's own-id room in Except keeps the message from echoing back to it.
 		opts := adapter.BroadcastOptions{Rooms: []string{req.Room}, Except: []string{c.ID()}}
 		if err := n.Emit(opts, *req.Event, req.Data); err != nil {
-			return OK{}, err
+			return Published{}, err
 		}
-		return ok, nil
+		return Published{OK: true}, nil
 	})
 }

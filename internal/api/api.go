@@ -2,11 +2,16 @@
 package api
 
 import (
+	"bytes"
+	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/chorus-rt/chorus/adapter"
 	"github.com/chorus-rt/chorus/internal/sio"
@@ -53,6 +58,28 @@ type emitRequest struct {
 	Event     string          `json:"event"`
 	Data      json.RawMessage `json:"data"`
 	Volatile  bool            `json:"volatile"`
+	// AckTimeout is a Go duration string; raw so that any wrong value is answered with
+	// invalid_ack_timeout rather than bad_json.
+	AckTimeout json.RawMessage `json:"ack_timeout"`
+}
+
+// MaxAckTimeout bounds an emit's ack_timeout: the HTTP request stays open that long at most.
+const MaxAckTimeout = time.Minute
+
+// ackTimeout reads an emit's ack_timeout: 0 when it is absent or null.
+func ackTimeout(raw json.RawMessage) (time.Duration, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return 0, errors.New("ack_timeout must be a string holding a Go duration, e.g. \"5s\"")
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 || d > MaxAckTimeout {
+		return 0, fmt.Errorf("ack_timeout must be a Go duration more than 0 and at most %s, e.g. \"5s\"", MaxAckTimeout)
+	}
+	return d, nil
 }
 
 // decodePost reads a POST's JSON body (at most o.MaxPayload bytes) into v; on any problem it answers
@@ -112,13 +139,106 @@ func emit(o Options, w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	timeout, err := ackTimeout(req.AckTimeout)
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, "invalid_ack_timeout", err.Error())
+		return
+	}
 	data := req.Data
 	if len(data) == 0 {
 		data = json.RawMessage("null")
 	}
-	if err := n.Emit(adapter.BroadcastOptions{Rooms: req.Rooms, Except: req.Except, Volatile: req.Volatile}, req.Event, data); err != nil {
+	opts := adapter.BroadcastOptions{Rooms: req.Rooms, Except: req.Except, Volatile: req.Volatile}
+	if timeout > 0 {
+		emitWithAck(o, w, r, n, opts, req.Event, data, timeout)
+		return
+	}
+	if err := n.Emit(opts, req.Event, data); err != nil {
 		WriteError(w, http.StatusInternalServerError, "internal", "could not emit")
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]bool{"ok": true})
+}
+
+// emitAckResponse is the answer of an emit with ack_timeout.
+type emitAckResponse struct {
+	// Clients is the number of sockets the event was sent to, on the nodes that reported.
+	Clients int `json:"clients"`
+	// Acks holds the first argument of each ack that arrived in time, in arrival order.
+	Acks []json.RawMessage `json:"acks"`
+	// TimedOut is the number of those sockets whose ack did not arrive in time.
+	TimedOut int `json:"timed_out"`
+	// Complete is false when some node did not report its recipients in time or the cluster
+	// could not be reached: its sockets are then in none of the counts.
+	Complete bool `json:"complete"`
+}
+
+// emitWithAck sends the event to every selected socket on every node, each asked for an ack, and
+// answers once all have acked or timeout has passed (or the caller has gone).
+func emitWithAck(o Options, w http.ResponseWriter, r *http.Request, n *sio.Namespace, opts adapter.BroadcastOptions, event string, data json.RawMessage, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	res, err := n.EmitWithAck(ctx, opts, event, data)
+	if err != nil && !errors.Is(err, adapter.ErrTimeout) && !errors.Is(err, adapter.ErrUnavailable) {
+		if o.Logger != nil {
+			o.Logger.Error("emit with ack failed", "nsp", n.Name(), "event", event, "err", err)
+		}
+		WriteError(w, http.StatusInternalServerError, "internal", "could not emit")
+		return
+	}
+	out := emitAckResponse{
+		Clients:  res.Clients,
+		Acks:     make([]json.RawMessage, 0, len(res.Acks)),
+		TimedOut: max(0, res.Clients-len(res.Acks)),
+		Complete: !errors.Is(err, adapter.ErrUnavailable) && res.Reported >= res.Servers,
+	}
+	for _, v := range res.Acks {
+		out.Acks = append(out.Acks, ackJSON(v))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// ackJSON is an ack's value as JSON: its binary parts (Socket.IO placeholders pointing into its
+// attachments) become base64 strings.
+func ackJSON(v adapter.Value) json.RawMessage {
+	js := v.JSON
+	if len(js) == 0 {
+		return json.RawMessage("null")
+	}
+	if len(v.Attachments) == 0 {
+		return js
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	var val any
+	if dec.Decode(&val) != nil {
+		return js
+	}
+	var walk func(any) any
+	walk = func(x any) any {
+		switch x := x.(type) {
+		case []any:
+			for i := range x {
+				x[i] = walk(x[i])
+			}
+		case map[string]any:
+			if ph, _ := x["_placeholder"].(bool); ph {
+				if num, ok := x["num"].(json.Number); ok {
+					if i, err := num.Int64(); err == nil && i >= 0 && i < int64(len(v.Attachments)) {
+						return base64.StdEncoding.EncodeToString(v.Attachments[i])
+					}
+				}
+				return x
+			}
+			for k, e := range x {
+				x[k] = walk(e)
+			}
+		}
+		return x
+	}
+	out, err := json.Marshal(walk(val))
+	if err != nil {
+		return js
+	}
+	return out
 }

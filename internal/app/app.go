@@ -113,21 +113,26 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 		}
 	}
 	var factory adapter.Factory
+	// Publishes with an id are deduplicated in Redis when the node is in a cluster (a retry may
+	// reach another node), in memory otherwise.
+	var dedup adapter.Deduper = adapter.NewMemoryDedup(adapter.MemoryDedupOptions{Window: cfg.DedupWindow, MaxIDs: cfg.DedupMaxIDs, Logger: log})
 	if cluster != nil {
 		factory = cluster.Factory
+		dedup = cluster.Deduper(cfg.DedupWindow)
 	}
 	srv := sio.NewServer(sio.Options{
 		Engine: engine.Options{
 			PingInterval: cfg.PingInterval,
 			PingTimeout:  cfg.PingTimeout,
 			MaxPayload:   cfg.MaxPayload,
+			MaxBuffered:  int(cfg.MaxBuffered),
 			Transports:   cfg.Transports,
 			CORSOrigins:  cfg.CORSOrigins,
 		},
 		Adapter: factory,
 		Logger:  log,
 	})
-	setupNamespaces(srv, cfg.Namespaces, log)
+	setupNamespaces(srv, cfg.Namespaces, dedup, log)
 
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", srv)
@@ -179,21 +184,21 @@ func readyRedis(w http.ResponseWriter, st adapter.RedisStatus) {
 
 // setupNamespaces installs the client protocol on "/" and on every configured namespace; names with
 // '*' become dynamic namespaces created on first use.
-func setupNamespaces(srv *sio.Server, cfgs []config.Namespace, log *slog.Logger) {
+func setupNamespaces(srv *sio.Server, cfgs []config.Namespace, dedup adapter.Deduper, log *slog.Logger) {
 	root := false
 	for _, nc := range cfgs {
 		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish}
 		if rooms.IsPattern(nc.Name) {
 			pattern := nc.Name
 			srv.NamespaceFunc(func(name string) bool { return rooms.Match(pattern, name) },
-				func(n *sio.Namespace) { namespaces.Register(n, policy, log) })
+				func(n *sio.Namespace) { namespaces.Register(n, policy, dedup, log) })
 			continue
 		}
 		root = root || nc.Name == "/"
-		namespaces.Register(srv.Namespace(nc.Name), policy, log)
+		namespaces.Register(srv.Namespace(nc.Name), policy, dedup, log)
 	}
 	if !root {
-		namespaces.Register(srv.Namespace("/"), rooms.Policy{}, log)
+		namespaces.Register(srv.Namespace("/"), rooms.Policy{}, dedup, log)
 	}
 }
 

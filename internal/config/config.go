@@ -44,6 +44,14 @@ type Config struct {
 	// Default 1000000, at most 100000000. Flag -max-payload, env CHORUS_MAX_PAYLOAD.
 	MaxPayload int64
 
+	// MaxBuffered caps the output waiting to be written to one connection, in
+	// bytes as they go on the wire. A client that reads slower than its rooms
+	// are published to (or not at all) is disconnected with reason
+	// "slow_consumer" when its queue passes the cap, so that it cannot grow the
+	// server's memory; everyone else is unaffected.
+	// Default 1048576 (1 MiB), from 1024 to 1073741824. Flag -max-buffered, env CHORUS_MAX_BUFFERED.
+	MaxBuffered int64
+
 	// Transports are the Engine.IO transports clients may use: "polling",
 	// "websocket" or both; at least one.
 	// Default "polling,websocket". Flag -transports, env CHORUS_TRANSPORTS (comma list).
@@ -93,6 +101,17 @@ type Config struct {
 	// what arrived.
 	// Default 5s. Flag -redis-request-timeout, env CHORUS_REDIS_REQUEST_TIMEOUT (Go duration).
 	RedisRequestTimeout time.Duration
+
+	// DedupWindow is how long the id of a message a client published is remembered: a
+	// publish with an id seen within the window is acked {ok:true, duplicate:true} and not
+	// broadcast again. With RedisURL the ids live in Redis, shared by every node.
+	// Default 2m, at most 24h. Flag -dedup-window, env CHORUS_DEDUP_WINDOW (Go duration).
+	DedupWindow time.Duration
+
+	// DedupMaxIDs caps the message ids a node remembers when there is no Redis (at most
+	// about 90 bytes each); past it the oldest are forgotten before their window ends.
+	// Default 1000000. Flag -dedup-max-ids, env CHORUS_DEDUP_MAX_IDS.
+	DedupMaxIDs int
 
 	// Namespaces configures namespaces and their room policies. It can only be
 	// set in the YAML file (key namespaces). Default none: only "/", any room.

@@ -22,6 +22,7 @@ func TestDefault(t *testing.T) {
 		PingInterval: 25 * time.Second,
 		PingTimeout:  20 * time.Second,
 		MaxPayload:   1_000_000,
+		MaxBuffered:  1 << 20,
 		Transports:   []string{"polling", "websocket"},
 		DrainTimeout: 10 * time.Second,
 		LogLevel:     "info",
@@ -30,6 +31,8 @@ func TestDefault(t *testing.T) {
 
 		RedisPrefix:         "socket.io",
 		RedisRequestTimeout: 5 * time.Second,
+		DedupWindow:         2 * time.Minute,
+		DedupMaxIDs:         1_000_000,
 	}
 	if got := config.Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() = %+v\nwant %+v", got, want)
@@ -225,12 +228,13 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "bad values everywhere are all reported",
 			file: "ping_timeout: soon\n",
-			env:  map[string]string{"CHORUS_DRAIN_TIMEOUT": "10", "CHORUS_MAX_PAYLOAD": "1MB"},
+			env:  map[string]string{"CHORUS_DRAIN_TIMEOUT": "10", "CHORUS_MAX_PAYLOAD": "1MB", "CHORUS_DEDUP_MAX_IDS": "1e6"},
 			args: []string{"-ping-interval", "often", "-check-config=maybe"},
 			want: []string{
 				`:1: ping_timeout: invalid duration "soon"`,
 				`CHORUS_DRAIN_TIMEOUT: invalid duration "10"`,
 				`CHORUS_MAX_PAYLOAD: invalid byte count "1MB"`,
+				`CHORUS_DEDUP_MAX_IDS: invalid count "1e6"`,
 				`-ping-interval: invalid duration "often"`,
 				`-check-config: invalid boolean "maybe"`,
 			},
@@ -397,6 +401,12 @@ func TestValidate(t *testing.T) {
 		{name: "no transports", change: func(c *config.Config) { c.Transports = nil }, want: []string{`CHORUS_TRANSPORTS: need at least one`}},
 		{name: "empty addr", change: func(c *config.Config) { c.Addr = "" }, want: []string{`CHORUS_ADDR: "" is not host:port`}},
 		{name: "port out of range", change: func(c *config.Config) { c.Addr = ":70000" }, want: []string{`CHORUS_ADDR: port "70000"`}},
+		{
+			name:   "dedup problems",
+			change: func(c *config.Config) { c.DedupWindow = 25 * time.Hour; c.DedupMaxIDs = 0 },
+			want:   []string{`CHORUS_DEDUP_WINDOW: must be more than 0 and at most 24h0m0s, got 25h0m0s`, `CHORUS_DEDUP_MAX_IDS: must be at least 1, got 0`},
+		},
+		{name: "zero dedup window", change: func(c *config.Config) { c.DedupWindow = 0 }, want: []string{`CHORUS_DEDUP_WINDOW: must be more than 0`}},
 		{name: "zero payload", change: func(c *config.Config) { c.MaxPayload = 0 }, want: []string{`CHORUS_MAX_PAYLOAD: must be from 1`}},
 		{name: "origin with a bad port", change: func(c *config.Config) { c.CORSOrigins = []string{"http://localhost:"} }, want: []string{`origin "http://localhost:": port ""`}},
 	}
@@ -502,10 +512,11 @@ func TestTable(t *testing.T) {
 func TestEverySettingIsRead(t *testing.T) {
 	t.Parallel()
 	values := map[string]string{ // a value different from the default, per setting
-		"addr": "x:1", "api-key": "k", "ping-interval": "1s", "ping-timeout": "1s", "max-payload": "1",
+		"addr": "x:1", "api-key": "k", "ping-interval": "1s", "ping-timeout": "1s", "max-payload": "1", "max-buffered": "2048",
 		"transports": "websocket", "cors-origins": "*", "drain-timeout": "1s", "log-level": "debug",
 		"log-format": "json", "client-dir": "d", "node-id": "n", "check-config": "true",
 		"redis-url": "redis://127.0.0.1:6379/1", "redis-prefix": "p", "redis-request-timeout": "1s",
+		"dedup-window": "30s", "dedup-max-ids": "10",
 	}
 	empty := writeFile(t, "")
 	values["config"] = empty

@@ -94,6 +94,12 @@ var specs = []spec{
 		check: func(c *Config) error { return checkMaxPayload(c.MaxPayload) },
 	},
 	{
+		flag: "max-buffered", env: "CHORUS_MAX_BUFFERED", key: "max_buffered", def: "1048576",
+		help:  "output waiting for one connection, in bytes, past which it is disconnected as a slow_consumer (1024 to 1073741824)",
+		field: func(c *Config) field { return (*bytesField)(&c.MaxBuffered) },
+		check: func(c *Config) error { return checkRange(c.MaxBuffered, 1024, 1<<30, "bytes") },
+	},
+	{
 		flag: "transports", env: "CHORUS_TRANSPORTS", key: "transports", def: "polling,websocket",
 		help:  "transports clients may use: comma list of polling, websocket",
 		field: func(c *Config) field { return (*listField)(&c.Transports) },
@@ -151,6 +157,18 @@ var specs = []spec{
 		help:  "how long a cluster request waits for the other nodes before returning what arrived",
 		field: func(c *Config) field { return (*durationField)(&c.RedisRequestTimeout) },
 		check: func(c *Config) error { return checkPositive(c.RedisRequestTimeout) },
+	},
+	{
+		flag: "dedup-window", env: "CHORUS_DEDUP_WINDOW", key: "dedup_window", def: "2m",
+		help:  "how long the id of a published message is remembered, so that a retry is acked as a duplicate and not delivered again (at most 24h)",
+		field: func(c *Config) field { return (*durationField)(&c.DedupWindow) },
+		check: func(c *Config) error { return checkDedupWindow(c.DedupWindow) },
+	},
+	{
+		flag: "dedup-max-ids", env: "CHORUS_DEDUP_MAX_IDS", key: "dedup_max_ids", def: "1000000",
+		help:  "most message ids a node remembers without Redis (at most about 90 bytes each); past it the oldest are forgotten early",
+		field: func(c *Config) field { return (*countField)(&c.DedupMaxIDs) },
+		check: func(c *Config) error { return checkCount(c.DedupMaxIDs) },
 	},
 	{
 		key:   "namespaces",
@@ -234,6 +252,20 @@ func (f *bytesField) set(s string) error {
 	return nil
 }
 func (f *bytesField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
+
+// countField is a whole number of things.
+type countField int
+
+func (f *countField) kind() string { return "count" }
+func (f *countField) set(s string) error {
+	v, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("invalid count %q (want a whole number such as 1000000)", s)
+	}
+	*f = countField(v)
+	return nil
+}
+func (f *countField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
 
 type boolField bool
 

@@ -58,9 +58,33 @@ func checkNonNegative(d time.Duration) error {
 	return nil
 }
 
+// maxDedupWindow caps DedupWindow: ids are meant for retries, not for an archive.
+const maxDedupWindow = 24 * time.Hour
+
+func checkDedupWindow(d time.Duration) error {
+	if d <= 0 || d > maxDedupWindow {
+		return fmt.Errorf("must be more than 0 and at most %s, got %s", maxDedupWindow, d)
+	}
+	return nil
+}
+
+func checkCount(n int) error {
+	if n < 1 {
+		return fmt.Errorf("must be at least 1, got %d", n)
+	}
+	return nil
+}
+
 func checkMaxPayload(n int64) error {
 	if n <= 0 || n > maxPayloadLimit {
 		return fmt.Errorf("must be from 1 to %d bytes, got %d", maxPayloadLimit, n)
+	}
+	return nil
+}
+
+func checkRange(n, lo, hi int64, unit string) error {
+	if n < lo || n > hi {
+		return fmt.Errorf("must be from %d to %d %s, got %d", lo, hi, unit, n)
 	}
 	return nil
 }

@@ -42,6 +42,7 @@ type Conn struct {
 	reason    string
 	transport string
 	out       []frame
+	queued    int     // bytes in out, as they go on the wire
 	spare     []frame // the previous batch's backing array, reused for the next one
 	// long-polling
 	polling  bool          // a GET is being answered
@@ -50,9 +51,10 @@ type Conn struct {
 	// noopOnClose: the client closed the session; its poll, pending or just arriving, gets a noop.
 	noopOnClose bool
 	// websocket
-	ws       *wsConn
-	flushing bool // a goroutine is writing out to ws
-	inflight int  // packets of the batch being written
+	ws            *wsConn
+	flushing      bool // a goroutine is writing out to ws
+	inflight      int  // packets of the batch being written
+	inflightBytes int  // and their bytes: they count against MaxBuffered until written
 	// reader hand-over (ReleaseReader)
 	inFrame   bool    // the reader is delivering a packet, holding inMu
 	readerGen uint64  // incremented by each hand-over
@@ -104,14 +106,32 @@ func (c *Conn) Send(pkts ...Packet) bool {
 		c.mu.Unlock()
 		return false
 	}
+	fits := true
 	for _, p := range pkts {
-		c.out = append(c.out, frame{typ: typeMessage, data: p.Data, binary: p.Binary})
+		fits = c.enqueueLocked(frame{typ: typeMessage, data: p.Data, binary: p.Binary}) && fits
 	}
 	// Written by the writer pool, not here: acks answering a batch of requests read together then
 	// leave in one write (writing each at once on the reader measured 30 % more CPU per ack).
 	c.kickLocked()
 	c.mu.Unlock()
+	if !fits {
+		c.fail(ReasonSlowConsumer)
+		return false
+	}
 	return true
+}
+
+// ReasonSlowConsumer is the close reason of a session whose output waiting to be written grew
+// past Options.MaxBuffered: its client does not read fast enough (or at all).
+const ReasonSlowConsumer = "slow_consumer"
+
+// enqueueLocked queues f. It reports false when the output waiting for the client, f included, is
+// over MaxBuffered: the caller must then fail the session with ReasonSlowConsumer once it has let
+// go of c.mu. Without the cap a client that stops reading holds an ever longer queue in memory.
+func (c *Conn) enqueueLocked(f frame) bool {
+	c.out = append(c.out, f)
+	c.queued += len(f.data) + 1
+	return c.queued+c.inflightBytes <= c.srv.opts.MaxBuffered
 }
 
 // Writable reports whether the session can take a packet right now without buffering it behind
@@ -147,12 +167,13 @@ func (c *Conn) wakePollLocked() {
 	}
 }
 
-// takeLocked returns the queued frames and leaves the queue empty.
-func (c *Conn) takeLocked() []frame {
-	batch := c.out
+// takeLocked returns the queued frames and their bytes, and leaves the queue empty.
+func (c *Conn) takeLocked() ([]frame, int) {
+	batch, n := c.out, c.queued
 	c.out = c.spare[:0]
 	c.spare = nil
-	return batch
+	c.queued = 0
+	return batch, n
 }
 
 // recycle gives a written batch's array back for the next batch.
@@ -203,7 +224,7 @@ func (c *Conn) fail(reason string) {
 		c.reason = reason
 	}
 	c.stopTimersLocked()
-	c.out = nil
+	c.out, c.queued = nil, 0
 	c.wakePollLocked()
 	ws := c.ws
 	c.mu.Unlock()
@@ -234,7 +255,7 @@ func (c *Conn) closeByClient() {
 	c.state = stateClosing
 	c.reason = "transport close"
 	c.noopOnClose = true
-	c.out = nil
+	c.out, c.queued = nil, 0
 	c.stopTimersLocked()
 	if c.pollWake != nil {
 		c.wakePollLocked()
@@ -295,7 +316,9 @@ func (c *Conn) ping() {
 	} else {
 		c.timeoutTimer.Reset(c.srv.opts.PingTimeout)
 	}
-	c.out = append(c.out, frame{typ: typePing})
+	// A ping is a byte: it never tips a session over MaxBuffered on its own, and the next message
+	// finds the queue over the cap if it is.
+	c.enqueueLocked(frame{typ: typePing})
 	c.kickLocked()
 }
 

@@ -529,9 +529,14 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 
 // dialWS opens a WebSocket to the engine; the connection is closed on cleanup.
 func (ts *testServer) dialWS(query string, header http.Header) (*wsClient, error) {
+	return ts.dialWSWith(query, header, nil)
+}
+
+// dialWSWith is dialWS with the TCP connection dialled by netDial (nil: the default dialer).
+func (ts *testServer) dialWSWith(query string, header http.Header, netDial func(ctx context.Context, network, addr string) (net.Conn, error)) (*wsClient, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	d := ws.Dialer{}
+	d := ws.Dialer{NetDial: netDial}
 	if header != nil {
 		d.Header = ws.HandshakeHeaderHTTP(header)
 	}

@@ -80,7 +80,7 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
 		w.Write([]byte{typeNoop})
 		return
 	}
-	batch := c.takeLocked()
+	batch, _ := c.takeLocked()
 	closing := c.state != stateOpen
 	if c.noopOnClose {
 		batch = append(batch[:0], frame{typ: typeNoop})

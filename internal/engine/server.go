@@ -32,6 +32,10 @@ type Options struct {
 	PingTimeout time.Duration
 	// MaxPayload is the largest WebSocket message and polling POST body, in bytes; 0 means 1e6.
 	MaxPayload int64
+	// MaxBuffered caps the output waiting to be written to one session, in bytes as they go on the
+	// wire; a session over it is closed at once with ReasonSlowConsumer and its queue dropped. 0
+	// means 1 MiB.
+	MaxBuffered int
 	// Transports lists the enabled transports; nil means both.
 	Transports []string
 	// CORSOrigins lists the origins that may connect from a browser besides the server's own; "*" allows
@@ -77,6 +81,9 @@ func NewServer(opts Options) *Server {
 	}
 	if opts.MaxPayload <= 0 {
 		opts.MaxPayload = 1e6
+	}
+	if opts.MaxBuffered <= 0 {
+		opts.MaxBuffered = 1 << 20
 	}
 	if opts.Transports == nil {
 		opts.Transports = []string{Polling, WebSocket}

@@ -32,6 +32,9 @@ func putBuf(b []byte) {
 	bufPool.Put(&b)
 }
 
+// closeFrame is the close frame (1000) every server-side close sends.
+var closeFrame = ws.MustCompileFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
+
 // wsConn is a server-side WebSocket connection. Frames are written by one goroutine at a time (wmu);
 // all the frames of a batch go out in one write.
 type wsConn struct {
@@ -51,17 +54,31 @@ type wsConn struct {
 
 	wmu       sync.Mutex
 	closeOnce sync.Once
+	closing   atomic.Bool // close has begun: a blocking write must not start waiting
 }
 
+// It never waits for the client: a write blocked on a full socket (flushSlow) is cut short, and
+// the close frame is written only if the socket takes it at once. Whoever closes a client that
+// stopped reading (a broadcaster closing a slow consumer, a heartbeat timer) goes on at once.
 func (w *wsConn) close() {
 	w.closeOnce.Do(func() {
+		w.closing.Store(true)
+		w.conn.SetWriteDeadline(time.Now()) // a writeBlocking under way returns now, letting go of wmu
 		w.wmu.Lock()
 		defer w.wmu.Unlock()
 		if w.poll != nil {
 			w.poll.remove()
 		}
-		w.conn.SetWriteDeadline(time.Now().Add(time.Second))
-		ws.WriteFrame(w.conn, ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "")))
+		if w.rc != nil {
+			w.conn.SetWriteDeadline(time.Time{}) // an expired deadline would refuse even a non-blocking write
+			w.rc.Write(func(fd uintptr) bool {
+				syscall.Write(int(fd), closeFrame) // no retry: a full socket gets no close frame
+				return true
+			})
+		} else {
+			w.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			w.conn.Write(closeFrame)
+		}
 		w.conn.Close()
 	})
 }
@@ -267,7 +284,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 	s.register(c)
 	// The 101 response, the open packet and whatever OnOpen queued leave in one write.
 	c.mu.Lock()
-	batch := c.takeLocked()
+	batch, _ := c.takeLocked()
 	c.mu.Unlock()
 	resp = appendFrames(resp, batch)
 	err = wc.writeBlocking(resp)

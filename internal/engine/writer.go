@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"net"
 	"runtime"
 	"sync"
 	"syscall"
@@ -82,7 +83,7 @@ func (c *Conn) flushTurn(w *writers) {
 	}
 	putBuf(buf)
 	c.mu.Lock()
-	c.inflight = 0
+	c.inflight, c.inflightBytes = 0, 0
 	again := len(c.out) > 0 || c.state == stateClosing
 	if !again {
 		c.flushing = false
@@ -98,7 +99,7 @@ func (c *Conn) flushTurn(w *writers) {
 // cleared, and a closing session finished now that its output is out.
 func (c *Conn) nextBatch() (*wsConn, []frame) {
 	c.mu.Lock()
-	c.inflight = 0
+	c.inflight, c.inflightBytes = 0, 0
 	wc := c.ws
 	if len(c.out) == 0 || c.state == stateClosed || wc == nil {
 		c.flushing = false
@@ -109,8 +110,8 @@ func (c *Conn) nextBatch() (*wsConn, []frame) {
 		}
 		return nil, nil
 	}
-	batch := c.takeLocked()
-	c.inflight = len(batch)
+	batch, n := c.takeLocked()
+	c.inflight, c.inflightBytes = len(batch), n
 	c.mu.Unlock()
 	return wc, batch
 }
@@ -142,7 +143,7 @@ func (c *Conn) flushSlow(wc *wsConn, buf []byte, written int) {
 
 func (c *Conn) writeFailed() {
 	c.mu.Lock()
-	c.flushing, c.inflight = false, 0
+	c.flushing, c.inflight, c.inflightBytes = false, 0, 0
 	c.mu.Unlock()
 	c.fail("transport error")
 }
@@ -200,6 +201,11 @@ func (w *wsConn) writeBlocking(buf []byte) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	w.conn.SetWriteDeadline(time.Now().Add(w.writeTimeout))
+	// Checked after the deadline is set: a close that began before it is seen here, one that begins
+	// after it expires the deadline (close sets closing first, then the deadline).
+	if w.closing.Load() {
+		return net.ErrClosed
+	}
 	_, err := w.conn.Write(buf)
 	w.conn.SetWriteDeadline(time.Time{})
 	return err
@@ -213,14 +219,21 @@ func Broadcast(conns []*Conn, pkts []Packet) {
 	}
 	dirty := make([]*Conn, 0, len(conns))
 	var srv *Server
+	var slow []*Conn
 	for _, c := range conns {
 		c.mu.Lock()
 		if c.state != stateOpen {
 			c.mu.Unlock()
 			continue
 		}
+		fits := true
 		for _, p := range pkts {
-			c.out = append(c.out, frame{typ: typeMessage, data: p.Data, binary: p.Binary})
+			fits = c.enqueueLocked(frame{typ: typeMessage, data: p.Data, binary: p.Binary}) && fits
+		}
+		if !fits {
+			c.mu.Unlock()
+			slow = append(slow, c)
+			continue
 		}
 		if c.transport == WebSocket && c.ws != nil {
 			if !c.flushing {
@@ -235,5 +248,8 @@ func Broadcast(conns []*Conn, pkts []Packet) {
 	}
 	if srv != nil {
 		srv.writers.push(dirty...)
+	}
+	for _, c := range slow {
+		c.fail(ReasonSlowConsumer)
 	}
 }

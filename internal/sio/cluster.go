@@ -68,21 +68,21 @@ func (n *Namespace) OnServerSideEmit(event string, args []json.RawMessage, ack f
 }
 
 // DeliverWithAck implements adapter.Namespace: each socket gets p with an ack id of its own; one
-// goroutine waits for the acks, in the order the sockets were sent p (the others' acks wait in
-// their channels meanwhile), until ctx is done; the acks that never came are then forgotten.
+// goroutine reports the acks as they arrive, whatever the order of the sockets, until all have
+// come or ctx is done; the acks that never came are then forgotten.
 func (n *Namespace) DeliverWithAck(ctx context.Context, p *protocol.Packet, ids []string, onAck func(adapter.Value)) int {
 	type waiting struct {
 		c  *Conn
 		id uint64
-		ch chan *Message
 	}
 	var ws []waiting
+	// Each socket's ack (or its disconnect, nil) lands here at most once: sends never block.
+	arrived := make(chan *Message, len(ids))
 	for _, id := range ids {
 		c, ok := n.Socket(id)
 		if !ok {
 			continue
 		}
-		ch := make(chan *Message, 1)
 		c.mu.Lock()
 		if !c.connected {
 			c.mu.Unlock()
@@ -91,44 +91,38 @@ func (n *Namespace) DeliverWithAck(ctx context.Context, p *protocol.Packet, ids 
 		c.ackID++
 		ackID := c.ackID
 		if c.acks == nil {
-			c.acks = make(map[uint64]chan *Message)
+			c.acks = make(map[uint64]func(*Message))
 		}
-		c.acks[ackID] = ch
+		c.acks[ackID] = func(m *Message) { arrived <- m }
 		c.mu.Unlock()
 		q := *p
 		q.ID, q.HasID = ackID, true
 		c.send(&q)
-		ws = append(ws, waiting{c, ackID, ch})
+		ws = append(ws, waiting{c, ackID})
 	}
 	if len(ws) == 0 {
 		return 0
 	}
-	first := func(m *Message) adapter.Value {
+	report := func(m *Message) {
+		if m == nil {
+			return // the socket disconnected
+		}
 		v := adapter.Value{JSON: json.RawMessage("null"), Attachments: m.Attachments}
 		if len(m.Args) > 0 {
 			v.JSON = m.Args[0]
 		}
-		return v
+		onAck(v)
 	}
 	go func() {
-		for i, w := range ws {
+		for range ws {
 			select {
-			case m, ok := <-w.ch:
-				if ok {
-					onAck(first(m))
-				}
+			case m := <-arrived:
+				report(m)
 			case <-ctx.Done():
-				for _, w := range ws[i:] {
-					select {
-					case m, ok := <-w.ch:
-						if ok {
-							onAck(first(m))
-						}
-					default:
-						w.c.mu.Lock()
-						delete(w.c.acks, w.id)
-						w.c.mu.Unlock()
-					}
+				for _, w := range ws {
+					w.c.mu.Lock()
+					delete(w.c.acks, w.id)
+					w.c.mu.Unlock()
 				}
 				return
 			}
@@ -280,7 +274,8 @@ func (n *Namespace) ServerSideEmitWithAck(ctx context.Context, event string, arg
 
 // EmitWithAck broadcasts event with args to the sockets opts selects, on every node, each asked
 // for an ack, and returns the first argument of every ack (and the recipients' count) that arrived
-// before ctx was done or the request timeout.
+// before ctx was done: its deadline is the acks' timeout; without one, the Redis adapter stops at
+// its request timeout and the memory adapter waits for every ack.
 func (n *Namespace) EmitWithAck(ctx context.Context, opts adapter.BroadcastOptions, event string, args ...any) (adapter.BroadcastAcks, error) {
 	p, err := eventPacket(n.name, event, args)
 	if err != nil {

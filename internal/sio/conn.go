@@ -40,7 +40,7 @@ type Conn struct {
 	connected bool
 	data      map[string]any
 	ackID     uint64
-	acks      map[uint64]chan *Message
+	acks      map[uint64]func(*Message) // pending acks: each called once, with the ack or with nil on disconnect; must not block
 
 	// Handlers run one at a time in arrival order: on the connection's reader when the socket is
 	// idle, and events that arrive while one runs wait here.
@@ -160,9 +160,9 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 	c.ackID++
 	id := c.ackID
 	if c.acks == nil {
-		c.acks = make(map[uint64]chan *Message)
+		c.acks = make(map[uint64]func(*Message))
 	}
-	c.acks[id] = ch
+	c.acks[id] = func(m *Message) { ch <- m }
 	c.mu.Unlock()
 	p.ID, p.HasID = id, true
 	c.send(p)
@@ -172,8 +172,8 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 		c.client.conn.ReleaseReader()
 	}
 	select {
-	case m, ok := <-ch:
-		if !ok {
+	case m := <-ch:
+		if m == nil {
 			return nil, ErrDisconnected
 		}
 		return m, nil
@@ -206,11 +206,11 @@ func (c *Conn) Disconnect(closeConn bool) {
 // onAck resolves a pending EmitWithAck.
 func (c *Conn) onAck(id uint64, m *Message) {
 	c.mu.Lock()
-	ch, ok := c.acks[id]
+	f, ok := c.acks[id]
 	delete(c.acks, id)
 	c.mu.Unlock()
 	if ok {
-		ch <- m
+		f(m)
 	}
 }
 
@@ -328,8 +328,8 @@ func (c *Conn) onClose(reason string) {
 	acks := c.acks
 	c.acks = nil
 	c.mu.Unlock()
-	for _, ch := range acks {
-		close(ch)
+	for _, f := range acks {
+		f(nil)
 	}
 	c.qmu.Lock()
 	c.closed = true
