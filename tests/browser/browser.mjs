@@ -69,7 +69,7 @@ export async function waitState(page, state, timeout = WAIT_MS) {
     await page.waitForFunction((s) => document.getElementById("status")?.dataset.state === s, state, { timeout });
   } catch (err) {
     const now = await page.locator("#status").evaluate((e) => ({ ...e.dataset, text: e.textContent })).catch(() => "?");
-    throw new Error(`${page.label}: state ${state} not reached within ${timeout} ms (now ${JSON.stringify(now)})\n${page.logs.slice(-20).join("\n")}`, { cause: err });
+    throw new Error(`${page.label}: state ${state} not reached within ${timeout} ms (now ${JSON.stringify(now)})${await failureShot(page)}\n${page.logs.slice(-20).join("\n")}`, { cause: err });
   }
 }
 
@@ -78,7 +78,16 @@ export async function waitPage(page, fn, arg, message, timeout = WAIT_MS) {
   try {
     return await page.waitForFunction(fn, arg, { timeout });
   } catch (err) {
-    throw new Error(`${page.label}: ${message} not true within ${timeout} ms\n${page.logs.slice(-20).join("\n")}`, { cause: err });
+    throw new Error(`${page.label}: ${message} not true within ${timeout} ms${await failureShot(page)}\n${page.logs.slice(-20).join("\n")}`, { cause: err });
+  }
+}
+
+// failureShot saves what the page showed when a wait failed; returns " (screenshot: path)".
+async function failureShot(page) {
+  try {
+    return ` (screenshot: ${await screenshot(page, `failure-${page.label}-${Date.now()}`)})`;
+  } catch {
+    return "";
   }
 }
 

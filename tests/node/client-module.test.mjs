@@ -120,6 +120,13 @@ describe("chorus-client.js", () => {
     // peer is in, and in the browser suite.)
     await until(c, "connected");
     await Promise.all(sent);
+    // unsubscribe: a function that no longer hears about changes.
+    let calls = 0;
+    const counter = () => calls++;
+    c.subscribe(counter);
+    c.unsubscribe(counter);
+    await c.sendCritical(room, "chat", { n: 6 });
+    assert.equal(calls, 1, "called once on subscribe, then never");
     const peer = await connectStock(server.url);
     assert.deepEqual(await ack(peer, "join", room), { ok: true });
     // The client joined the room again by itself: the peer's message reaches it.
@@ -152,8 +159,9 @@ describe("chorus-client.js", () => {
     await server.stop();
     const store = new Map();
     const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v), removeItem: (k) => store.delete(k) };
-    const first = client(url, { ...FAST, maxAttempts: 1, storage });
+    const first = client(url, { ...FAST, maxAttempts: 1, storage, maxQueue: 2 });
     const pending = [1, 2].map((n) => first.sendCritical("kept", "chat", { n }));
+    await assert.rejects(first.sendCritical("kept", "chat", { n: 3 }), { code: "queue_full" });
     await until(first, "offline");
     first.close();
     for (const p of pending) await assert.rejects(p, { code: "closed" });
