@@ -46,7 +46,6 @@ const (
 	contentTypeJS   = "text/javascript; charset=utf-8"
 	contentTypeCSS  = "text/css; charset=utf-8"
 	contentTypeJSON = "application/json; charset=utf-8"
-
 )
 
 // pageCSP allows the page only its own origin: its scripts, style, the vendored client, and the
