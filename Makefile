@@ -4,7 +4,7 @@ BIN     ?= ./chorus
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/chorus-rt/chorus/internal/app.Version=$(VERSION)
 
-.PHONY: run build deps test test-go test-e2e test-browser check-fmt vet conformance bench load soak cluster clean
+.PHONY: run build deps test test-go test-e2e test-reliability test-browser check-fmt vet conformance bench load soak soak-long cluster clean
 
 ## run: install the front-end packages if missing, build, and run chorus on :3000
 run: node_modules build
@@ -20,8 +20,8 @@ node_modules: package-lock.json
 deps: node_modules
 
 ## test: every test: formatting, vet, Go tests with -race, the end-to-end suite with the stock client,
-## then the browser suite
-test: check-fmt vet test-go test-e2e test-browser
+## the short form of the reliability suite (tests/reliability), then the browser suite
+test: check-fmt vet test-go test-e2e test-reliability test-browser
 
 check-fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -35,6 +35,9 @@ test-go: node_modules
 
 test-e2e: node_modules build
 	CHORUS_BIN=$(BIN) npm run --silent test:e2e
+
+test-reliability: node_modules build
+	CHORUS_BIN=$(BIN) npm run --silent test:reliability
 
 ## test-browser: the demo page and its client module in Debian's headless chromium (playwright-core;
 ## CHROMIUM_BIN overrides `command -v chromium`); screenshots in test-artifacts/browser/
@@ -67,6 +70,12 @@ load:
 ## 10 % (SOAK_FLAGS to change)
 soak:
 	$(GO) run ./tests/soak $(SOAK_FLAGS)
+
+## soak-long: 10 000 connections for 30 minutes, 1 % of them publishing once a second to the rooms of
+## the others; fails on any disconnect, lost or reordered message, warning or error logged, or drift;
+## plots RSS and goroutines to docs/soak.png (issue 9)
+soak-long:
+	$(GO) run ./tests/soak -conns 10000 -duration 30m -every 60s -publishers 0.01 -plot docs/soak.png $(SOAK_FLAGS)
 
 clean:
 	rm -f $(BIN) conformance-server

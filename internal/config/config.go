@@ -48,7 +48,9 @@ type Config struct {
 	// bytes as they go on the wire. A client that reads slower than its rooms
 	// are published to (or not at all) is disconnected with reason
 	// "slow_consumer" when its queue passes the cap, so that it cannot grow the
-	// server's memory; everyone else is unaffected.
+	// server's memory; everyone else is unaffected. A long-polling client's output
+	// waits here between two polls: raise the cap for clients that receive more
+	// than about a megabyte a second.
 	// Default 1048576 (1 MiB), from 1024 to 1073741824. Flag -max-buffered, env CHORUS_MAX_BUFFERED.
 	MaxBuffered int64
 
