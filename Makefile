@@ -4,7 +4,7 @@ BIN     ?= ./chorus
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/chorus-rt/chorus/internal/app.Version=$(VERSION)
 
-.PHONY: run build deps test test-go test-e2e test-reliability test-browser check-fmt vet conformance bench load soak soak-long cluster clean
+.PHONY: run build deps test test-go test-e2e test-reliability test-browser check-fmt vet conformance bench load soak soak-long reliability-long cluster clean
 
 ## run: install the front-end packages if missing, build, and run chorus on :3000
 run: node_modules build
@@ -19,8 +19,9 @@ node_modules: package-lock.json
 
 deps: node_modules
 
-## test: every test: formatting, vet, Go tests with -race, the end-to-end suite with the stock client,
-## the short form of the reliability suite (tests/reliability), then the browser suite
+## test: every test: formatting, vet, Go tests with -race, the end-to-end suite with the stock client
+## (tests/node), the short form of the reliability suite (tests/reliability), then the browser tests
+## (tests/browser: the demo and the Admin UI, playwright-core driving Debian's chromium)
 test: check-fmt vet test-go test-e2e test-reliability test-browser
 
 check-fmt:
@@ -39,7 +40,7 @@ test-e2e: node_modules build
 test-reliability: node_modules build
 	CHORUS_BIN=$(BIN) npm run --silent test:reliability
 
-## test-browser: the demo page and its client module in Debian's headless chromium (playwright-core;
+## test-browser: the demo page, its client module and the Admin UI in Debian's headless chromium (playwright-core;
 ## CHROMIUM_BIN overrides `command -v chromium`); screenshots in test-artifacts/browser/
 test-browser: node_modules build
 	CHORUS_BIN=$(BIN) npm run --silent test:browser
@@ -70,6 +71,13 @@ load:
 ## 10 % (SOAK_FLAGS to change)
 soak:
 	$(GO) run ./tests/soak $(SOAK_FLAGS)
+
+## reliability-long: the long form of tests/reliability (docs/RELIABILITY.md): 50 000 churn cycles,
+## then the 30-minute soak (about 35 minutes)
+reliability-long: node_modules build
+	$(GO) test -race -count=1 -timeout 20m -run TestChurn -v ./tests/reliability -args -churn-cycles=50000
+	CHORUS_BIN=$(BIN) npm run --silent test:reliability
+	$(MAKE) soak-long
 
 ## soak-long: 10 000 connections for 30 minutes, 1 % of them publishing once a second to the rooms of
 ## the others; fails on any disconnect, lost or reordered message, warning or error logged, or drift;

@@ -38,24 +38,35 @@ func TestClusterPublishDedup(t *testing.T) {
 	msg := func(n int, id string) map[string]any {
 		return map[string]any{"room": "room", "event": "m", "data": n, "id": id}
 	}
-	for _, s := range []struct {
+	type attempt struct {
 		from *siotest.Client
 		req  map[string]any
 		want string
-	}{
-		{senderA, msg(1, "x"), `{"ok":true}`},
-		{senderB, msg(1, "x"), `{"ok":true,"duplicate":true}`},
-		{senderA, msg(1, "x"), `{"ok":true,"duplicate":true}`},
-		{senderB, msg(2, "y"), `{"ok":true}`},
-		{senderA, msg(2, "y"), `{"ok":true,"duplicate":true}`},
-	} {
-		if got := ackOf(t, s.from, "publish", s.req); got != s.want {
-			t.Fatalf("publish %v from %s: %s, want %s", s.req, s.from.ID, got, s.want)
-		}
 	}
-	for _, c := range []*siotest.Client{ra, rb} {
-		expect(t, c, "m", "1")
-		expect(t, c, "m", "2")
+	// Each message is awaited before the next is published: messages from two nodes are not
+	// ordered with each other (1 from A crosses Redis to rb, 2 from B reaches rb directly).
+	for _, step := range []struct {
+		attempts []attempt
+		data     string
+	}{
+		{[]attempt{
+			{senderA, msg(1, "x"), `{"ok":true}`},
+			{senderB, msg(1, "x"), `{"ok":true,"duplicate":true}`},
+			{senderA, msg(1, "x"), `{"ok":true,"duplicate":true}`},
+		}, "1"},
+		{[]attempt{
+			{senderB, msg(2, "y"), `{"ok":true}`},
+			{senderA, msg(2, "y"), `{"ok":true,"duplicate":true}`},
+		}, "2"},
+	} {
+		for _, s := range step.attempts {
+			if got := ackOf(t, s.from, "publish", s.req); got != s.want {
+				t.Fatalf("publish %v from %s: %s, want %s", s.req, s.from.ID, got, s.want)
+			}
+		}
+		for _, c := range []*siotest.Client{ra, rb} {
+			expect(t, c, "m", step.data)
+		}
 	}
 	quiet(t, a, ra, rb)
 }

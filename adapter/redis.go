@@ -104,6 +104,8 @@ type Redis struct {
 	published atomic.Uint64
 	dropped   atomic.Uint64
 	malformed atomic.Uint64
+	received  atomic.Uint64
+	timeouts  atomic.Uint64
 
 	lastDropLog atomic.Int64 // unix nanoseconds
 }
@@ -136,8 +138,9 @@ type RedisStatus struct {
 	Since time.Time
 	// Published counts messages published; Dropped, messages that could not be (queue full during
 	// an outage, or lost with a failed pipeline); Malformed, messages from Redis that did not decode
-	// and were ignored.
-	Published, Dropped, Malformed uint64
+	// and were ignored; Received, messages received from Redis (every channel, this node's own
+	// included); Timeouts, cluster requests that returned ErrTimeout.
+	Published, Dropped, Malformed, Received, Timeouts uint64
 }
 
 // NewRedis parses o.URL and starts the adapter's two goroutines; it does not wait for Redis, whose
@@ -280,7 +283,20 @@ func (r *Redis) Status() RedisStatus {
 		Published: r.published.Load(),
 		Dropped:   r.dropped.Load(),
 		Malformed: r.malformed.Load(),
+		Received:  r.received.Load(),
+		Timeouts:  r.timeouts.Load(),
 	}
+}
+
+// Nodes returns the number of nodes in the cluster, this one included: the subscribers of the root
+// namespace's request channel (PUBSUB NUMSUB), as ServerCount counts them.
+func (r *Redis) Nodes(ctx context.Context) (int, error) {
+	ch := r.opts.Prefix + "-request#/#"
+	counts, err := r.client.PubSubNumSub(ctx, ch).Result()
+	if err != nil {
+		return 0, err
+	}
+	return int(counts[ch]), nil
 }
 
 // publish queues a message; it never blocks. It reports false when the message was dropped.
@@ -463,6 +479,7 @@ func (r *Redis) subscriber() {
 		wait = backoffMin
 		r.setLink(true, true, nil)
 		if m, ok := msg.(*redis.Message); ok {
+			r.received.Add(1)
 			r.dispatch(m)
 		}
 	}

@@ -427,7 +427,15 @@ func (a *redisAdapter) FetchSockets(ctx context.Context, opts BroadcastOptions) 
 			out = append(out, infos...)
 		}
 	})
-	return out, err
+	return out, a.counted(err)
+}
+
+// counted counts a request that some node did not answer in time, and returns err.
+func (a *redisAdapter) counted(err error) error {
+	if errors.Is(err, ErrTimeout) {
+		a.r.timeouts.Add(1)
+	}
+	return err
 }
 
 // sendToAll applies a join, leave or disconnect here and publishes it for the other nodes, which
@@ -493,7 +501,7 @@ func (a *redisAdapter) ServerSideEmitWithAck(ctx context.Context, event string, 
 			replies = append(replies, m.Data)
 		}
 	})
-	return replies, err
+	return replies, a.counted(err)
 }
 
 // BroadcastWithAck publishes a BROADCAST request (msgpack, the requester's timeout in its flags),
@@ -531,7 +539,7 @@ func (a *redisAdapter) BroadcastWithAck(ctx context.Context, p *protocol.Packet,
 	servers, err := a.ServerCount(ctx)
 	col.setServers(servers)
 	res, werr := col.wait(ctx)
-	return res, errors.Join(err, werr)
+	return res, a.counted(errors.Join(err, werr))
 }
 
 func nonNilInfos(l []SocketInfo) []SocketInfo {

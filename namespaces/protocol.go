@@ -9,16 +9,19 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strings"
 
 	"github.com/chorus-rt/chorus/adapter"
 	"github.com/chorus-rt/chorus/internal/sio"
+	"github.com/chorus-rt/chorus/middleware"
 	"github.com/chorus-rt/chorus/rooms"
 )
 
 // Error codes of the client protocol, besides the wrapper's own (sio.Code*).
 const (
-	CodeInvalidRoom = "invalid_room"
-	CodeForbidden   = "forbidden"
+	CodeInvalidRoom  = "invalid_room"
+	CodeForbidden    = "forbidden"
+	CodeTooManyRooms = "too_many_rooms"
 	// CodeInvalidID: publish's id is not a string of 1 to adapter.MaxDedupIDLen bytes.
 	CodeInvalidID = "invalid_id"
 	// CodeUnavailable: publish's id could not be checked (the cluster's Redis is unreachable);
@@ -66,7 +69,8 @@ func (r *publishReq) Validate() error {
 		return sio.Errorf(sio.CodeInvalidArgument, "publish: event must be a non-empty string")
 	case len(*r.Event) > MaxEventLen:
 		return sio.Errorf(sio.CodeInvalidArgument, "publish: event must be at most %d bytes", MaxEventLen)
-	case sio.IsReserved(*r.Event):
+	case sio.IsReserved(*r.Event) || strings.HasPrefix(*r.Event, "chorus:"):
+		// chorus: names the server's own events (e.g. chorus:disconnect): a client cannot forge them.
 		return sio.Errorf(sio.CodeReservedEvent, "%q is a reserved event name", *r.Event)
 	}
 	if len(r.ID) == 0 || string(r.ID) == "null" {
@@ -76,6 +80,29 @@ func (r *publishReq) Validate() error {
 		return sio.Errorf(CodeInvalidID, "publish: id must be a string of 1 to %d bytes", adapter.MaxDedupIDLen)
 	}
 	return nil
+}
+
+// grantOf returns what the socket's token adds to the namespace's policy (nothing if anonymous).
+func grantOf(c *sio.Conn) rooms.Grant {
+	if id, ok := middleware.IdentityOf(c); ok {
+		return id.Grant()
+	}
+	return rooms.Grant{}
+}
+
+// joined counts the rooms c has joined by its own requests: all but its own-id room and its
+// personal room. It reports too whether c is in room already.
+func joined(c *sio.Conn, g rooms.Grant, room string) (n int, in bool) {
+	for _, r := range c.Namespace().Adapter().Rooms(c.ID()) {
+		switch {
+		case r == room:
+			in = true
+		case r == c.ID() || (g.User != "" && r == rooms.UserRoom(g.User)):
+			continue
+		}
+		n++
+	}
+	return n, in
 }
 
 // Register installs the client protocol on n under policy. dedup remembers the ids of published
@@ -89,8 +116,14 @@ func Register(n *sio.Namespace, policy rooms.Policy, dedup adapter.Deduper, log 
 		if err := rooms.ValidateName(room); err != nil {
 			return OK{}, sio.Errorf(CodeInvalidRoom, "%s", err)
 		}
-		if !policy.CanJoin(room) {
+		g := grantOf(c)
+		if !policy.JoinAllowed(room, g) {
 			return OK{}, sio.Errorf(CodeForbidden, "joining %q is not allowed in %s", room, n.Name())
+		}
+		if policy.MaxRooms > 0 {
+			if count, in := joined(c, g, room); !in && count >= policy.MaxRooms {
+				return OK{}, sio.Errorf(CodeTooManyRooms, "a socket may be in at most %d rooms: leave one first", policy.MaxRooms)
+			}
 		}
 		c.Join(room)
 		log.Debug("join", "sid", c.ID(), "nsp", n.Name(), "room", room)
@@ -100,12 +133,16 @@ func Register(n *sio.Namespace, policy rooms.Policy, dedup adapter.Deduper, log 
 		if err := rooms.ValidateName(room); err != nil {
 			return OK{}, sio.Errorf(CodeInvalidRoom, "%s", err)
 		}
+		if rooms.IsUserRoom(room) {
+			// A user's sockets stay in their personal room, the HTTP API's way to reach them.
+			return OK{}, sio.Errorf(CodeForbidden, "personal rooms cannot be left")
+		}
 		c.Leave(room)
 		log.Debug("leave", "sid", c.ID(), "nsp", n.Name(), "room", room)
 		return ok, nil
 	})
 	sio.Handle(n, "publish", func(ctx context.Context, c *sio.Conn, req publishReq) (resp Published, err error) {
-		if !policy.CanPublish(req.Room) {
+		if !policy.PublishAllowed(req.Room, grantOf(c)) {
 			return Published{}, sio.Errorf(CodeForbidden, "publishing to %q is not allowed in %s", req.Room, n.Name())
 		}
 		if req.id != "" && dedup != nil {

@@ -61,6 +61,50 @@ func TestPolicy(t *testing.T) {
 	}
 }
 
+// Personal rooms: nobody joins another user's, whatever the patterns say; a user is in their own;
+// publishing into another user's room takes a pattern that itself starts with "user:". Grants add to
+// the policy.
+func TestPersonalRoomsAndGrants(t *testing.T) {
+	t.Parallel()
+	open := rooms.Policy{}
+	closed := rooms.Policy{Join: []string{}, Publish: []string{}}
+	everything := rooms.Policy{Join: []string{"*"}, Publish: []string{"*"}}
+	alice := rooms.Grant{User: "alice"}
+	agent := rooms.Grant{User: "agent", Join: []string{"user:*", "*"}, Publish: []string{"user:*"}}
+	vip := rooms.Grant{User: "bob", Join: []string{"vip-*"}, Publish: []string{"vip-lounge"}}
+	tests := []struct {
+		name          string
+		p             rooms.Policy
+		g             rooms.Grant
+		room          string
+		join, publish bool
+	}{
+		{"anonymous, another's room, open policy", open, rooms.Grant{}, "user:alice", false, false},
+		{"anonymous, another's room, * policy", everything, rooms.Grant{}, "user:alice", false, false},
+		{"own room", closed, alice, "user:alice", true, true},
+		{"another user's room", open, alice, "user:bob", false, false},
+		{"another user's room under a * policy", everything, alice, "user:bob", false, false},
+		{"a grant of user:* publishes but never joins", closed, agent, "user:alice", false, true},
+		{"a policy of user:* publishes too", rooms.Policy{Publish: []string{"user:*"}}, alice, "user:bob", false, true},
+		{"prefix of one's own name is another room", open, alice, "user:alice2", false, false},
+		{"grant adds to a closed policy", closed, vip, "vip-lounge", true, true},
+		{"grant pattern", closed, vip, "vip-bar", true, false},
+		{"not granted", closed, vip, "lobby", false, false},
+		{"open policy still open with a grant", open, vip, "lobby", true, true},
+	}
+	for _, tc := range tests {
+		if got := tc.p.JoinAllowed(tc.room, tc.g); got != tc.join {
+			t.Errorf("%s: JoinAllowed(%q) = %v", tc.name, tc.room, got)
+		}
+		if got := tc.p.PublishAllowed(tc.room, tc.g); got != tc.publish {
+			t.Errorf("%s: PublishAllowed(%q) = %v", tc.name, tc.room, got)
+		}
+	}
+	if rooms.UserRoom("42") != "user:42" || !rooms.IsUserRoom("user:42") || rooms.IsUserRoom("users") {
+		t.Error("UserRoom / IsUserRoom")
+	}
+}
+
 func TestValidateName(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/chorus-rt/chorus/adapter"
@@ -25,10 +26,29 @@ type Options struct {
 	MaxPayload int64  // largest request body, in bytes
 	Server     *sio.Server
 	Logger     *slog.Logger
+	// ReadKey is a second key that admits GET requests only; empty: none.
+	ReadKey string
+	// AuthFailures is how many requests with a wrong key one address may make per minute before
+	// it gets 429; 0: no limit.
+	AuthFailures float64
+	// ClientIP finds a request's address (for AuthFailures).
+	ClientIP middleware.ClientIP
+	// Metrics counts each request by route and status; nil means none.
+	Metrics interface {
+		APIRequest(route string, status int, d time.Duration)
+	}
 }
 
-// Handler returns the handler for /api/.
+// Routes are the API's routes: the values of the route label in the metrics and the access log
+// (any other path under /api/ is "other").
+var Routes = []string{"/api/v1/emit", "/api/v1/sockets", "/api/v1/disconnect"}
+
+// Handler returns the handler for /api/. Every request is logged once (the access log: method,
+// route, status, duration, remote address) and counted.
 func Handler(o Options) http.Handler {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/v1/emit", func(w http.ResponseWriter, r *http.Request) { emit(o, w, r) })
 	mux.HandleFunc("/api/v1/sockets", func(w http.ResponseWriter, r *http.Request) { sockets(o, w, r) })
@@ -36,8 +56,53 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not_found", "no such API route")
 	})
-	return middleware.APIKey(o.Key, WriteError, mux)
+	// The access log is outermost, so that refusals by the key check (401, 403 for the read-only
+	// key, 429 after too many failures) are logged and counted too.
+	return accessLog(o, middleware.APIKey(middleware.APIKeyOptions{Key: o.Key, ReadKey: o.ReadKey, FailuresPerMinute: o.AuthFailures, ClientIP: o.ClientIP}, WriteError, mux))
 }
+
+// accessLog logs and counts each request once it is answered.
+func accessLog(o Options, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		d := time.Since(start)
+		route := "other"
+		if slices.Contains(Routes, r.URL.Path) {
+			route = r.URL.Path
+		}
+		if o.Metrics != nil {
+			o.Metrics.APIRequest(route, sw.status, d)
+		}
+		o.Logger.Info("http request", "method", r.Method, "route", route, "status", sw.status,
+			"duration", d.Round(time.Microsecond), "bytes", sw.bytes, "remote", r.RemoteAddr)
+	})
+}
+
+// statusWriter records the status and the size of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if !w.wrote {
+		w.status, w.wrote = status, true
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += n
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // WriteError writes the API's error format: {"error":{"code","message"}}.
 func WriteError(w http.ResponseWriter, status int, code, message string) {
@@ -54,6 +119,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 type emitRequest struct {
 	Namespace string          `json:"namespace"`
 	Rooms     []string        `json:"rooms"`
+	Users     []string        `json:"users"`
 	Except    []string        `json:"except"`
 	Event     string          `json:"event"`
 	Data      json.RawMessage `json:"data"`
@@ -126,6 +192,19 @@ func resolve(o Options, w http.ResponseWriter, namespace string, roomLists ...[]
 	return n, true
 }
 
+// withUsers adds the personal rooms of users to rooms; on a bad user id it answers the request
+// itself (400 invalid_user) and returns false.
+func withUsers(w http.ResponseWriter, rs, users []string) ([]string, bool) {
+	for _, u := range users {
+		if u == "" || len(u) > rooms.MaxUserLen {
+			WriteError(w, http.StatusBadRequest, "invalid_user", "a user id must be a non-empty string of at most 123 bytes")
+			return nil, false
+		}
+		rs = append(rs, rooms.UserRoom(u))
+	}
+	return rs, true
+}
+
 func emit(o Options, w http.ResponseWriter, r *http.Request) {
 	req := emitRequest{Namespace: "/"}
 	if !decodePost(o, w, r, &req) {
@@ -135,7 +214,11 @@ func emit(o Options, w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "invalid_event", "event must be a non-empty, non-reserved event name")
 		return
 	}
-	n, ok := resolve(o, w, req.Namespace, req.Rooms, req.Except)
+	targets, ok := withUsers(w, req.Rooms, req.Users)
+	if !ok {
+		return
+	}
+	n, ok := resolve(o, w, req.Namespace, targets, req.Except)
 	if !ok {
 		return
 	}
@@ -148,7 +231,7 @@ func emit(o Options, w http.ResponseWriter, r *http.Request) {
 	if len(data) == 0 {
 		data = json.RawMessage("null")
 	}
-	opts := adapter.BroadcastOptions{Rooms: req.Rooms, Except: req.Except, Volatile: req.Volatile}
+	opts := adapter.BroadcastOptions{Rooms: targets, Except: req.Except, Volatile: req.Volatile}
 	if timeout > 0 {
 		emitWithAck(o, w, r, n, opts, req.Event, data, timeout)
 		return

@@ -68,6 +68,7 @@ func partial(o Options, err error, what string) bool {
 type disconnectRequest struct {
 	Namespace string   `json:"namespace"`
 	Rooms     []string `json:"rooms"`
+	Users     []string `json:"users"`
 	Sockets   []string `json:"sockets"`
 	Close     bool     `json:"close"`
 }
@@ -80,14 +81,17 @@ func disconnect(o Options, w http.ResponseWriter, r *http.Request) {
 	if !decodePost(o, w, r, &req) {
 		return
 	}
-	// A socket id is a room of its own: both select by room.
-	targets := append(append([]string(nil), req.Rooms...), req.Sockets...)
+	// A socket id is a room of its own, and a user has a personal room: all select by room.
+	targets, ok := withUsers(w, append(append([]string(nil), req.Rooms...), req.Sockets...), req.Users)
+	if !ok {
+		return
+	}
 	if len(targets) == 0 {
 		WriteError(w, http.StatusBadRequest, "invalid_target", "give rooms or sockets to disconnect (never the whole namespace by default)")
 		return
 	}
-	n, ok := resolve(o, w, req.Namespace, targets)
-	if !ok {
+	n, found := resolve(o, w, req.Namespace, targets)
+	if !found {
 		return
 	}
 	err := n.DisconnectSockets(r.Context(), adapter.BroadcastOptions{Rooms: targets}, req.Close)

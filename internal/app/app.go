@@ -1,5 +1,5 @@
-// Package app wires chorus together in one readable function: config → logger → server → namespaces
-// → HTTP mux → serve, and the ordered shutdown.
+// Package app wires chorus together in one readable function: config → logger → metrics → adapter →
+// server → namespaces → admin → HTTP mux → serve, and the ordered shutdown.
 package app
 
 import (
@@ -12,13 +12,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/chorus-rt/chorus/adapter"
+	"github.com/chorus-rt/chorus/internal/admin"
 	"github.com/chorus-rt/chorus/internal/api"
 	"github.com/chorus-rt/chorus/internal/config"
 	"github.com/chorus-rt/chorus/internal/engine"
+	"github.com/chorus-rt/chorus/internal/metrics"
 	"github.com/chorus-rt/chorus/internal/sio"
+	"github.com/chorus-rt/chorus/middleware"
 	"github.com/chorus-rt/chorus/namespaces"
 	"github.com/chorus-rt/chorus/rooms"
 	"github.com/chorus-rt/chorus/web"
@@ -54,23 +60,49 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv, handler := New(cfg, log)
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	n := build(cfg, log)
+	srv := n.srv
+	errorLog := slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	hs := &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
+	serveErr := make(chan error, 2)
+	var ms *http.Server
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			srv.Close()
+			return fmt.Errorf("listen for metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", n.metrics)
+		ms = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
+		log.Info("metrics listening", "addr", mln.Addr().String(), "path", "/metrics")
+		go func() { serveErr <- ms.Serve(mln) }()
+	}
 	start := time.Now()
-	node := NodeID(cfg)
-	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "transports", cfg.Transports, "node", node)
+	nodeID := NodeID(cfg)
+	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "go", runtime.Version(), "pid", os.Getpid(),
+		"transports", cfg.Transports, "node", nodeID, "redis", cfg.RedisURL != "", "admin_ui", cfg.AdminEnabled())
 	if cfg.APIKey == "" {
 		log.Warn("HTTP API disabled: set CHORUS_API_KEY to enable /api/v1/emit")
 	}
+	switch {
+	case cfg.Mode == "development" && len(cfg.CORSOrigins) == 0:
+		log.Warn("development mode: browsers from any origin may connect (set CHORUS_CORS_ORIGINS, or CHORUS_MODE=production)")
+	case len(cfg.CORSOrigins) == 1 && cfg.CORSOrigins[0] == "*":
+		log.Warn("CHORUS_CORS_ORIGINS=*: browsers from any origin may connect")
+	}
+	if cfg.JWT() {
+		log.Info("client tokens verified", "hs256", cfg.JWTSecret != "", "keys", cfg.JWTKeys, "issuer", cfg.JWTIssuer, "audience", cfg.JWTAudience)
+	}
 
-	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	// The chorus:stats room's ticker; it stops before the drain.
 	statsCtx, stopStats := context.WithCancel(ctx)
 	statsDone := make(chan struct{})
 	go func() {
 		defer close(statsDone)
-		namespaces.RunStats(statsCtx, srv, namespaces.StatsOptions{Node: node, Logger: log})
+		namespaces.RunStats(statsCtx, srv, namespaces.StatsOptions{Node: nodeID, Logger: log})
 	}()
 	defer func() {
 		stopStats()
@@ -93,6 +125,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := hs.Shutdown(shutCtx); err != nil {
 		hs.Close()
 	}
+	if ms != nil {
+		ms.Close()
+	}
 	err = srv.Close()
 	log.Info("stopped", "version", Version, "uptime", time.Since(start).Round(time.Second))
 	return err
@@ -100,8 +135,34 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 // New builds the Socket.IO server and the HTTP handler of a configuration; tests use it to run chorus
 // in-process. With CHORUS_REDIS_URL set, the namespaces get the Redis adapter; its connection closes
-// with the server (Server.Close closes the adapters, the last one closes the connection).
+// with the server (Server.Close closes the adapters, the last one closes the connection). The
+// handler serves /metrics unless CHORUS_METRICS_ADDR moves it (Run serves it there).
 func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
+	n := build(cfg, log)
+	return n.srv, n.handler
+}
+
+// node is one chorus server: the Socket.IO server, the main HTTP handler and the metrics handler.
+type node struct {
+	srv     *sio.Server
+	handler http.Handler
+	metrics http.Handler
+}
+
+func build(cfg config.Config, log *slog.Logger) node {
+	// Metrics go to a registry of this server's own (tests run several in one process).
+	reg := metrics.NewRegistry(Version)
+	names := make([]string, 0, len(cfg.Namespaces))
+	for _, nc := range cfg.Namespaces {
+		names = append(names, nc.Name)
+	}
+	// A fresh registry holds nothing New's metrics could clash with, so this cannot fail.
+	m, err := metrics.New(reg, metrics.Options{Namespaces: names})
+	if err != nil {
+		log.Error("metrics disabled", "err", err)
+		m = nil
+	}
+
 	var cluster *adapter.Redis
 	if cfg.RedisURL != "" {
 		var err error
@@ -120,6 +181,18 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 		factory = cluster.Factory
 		dedup = cluster.Deduper(cfg.DedupWindow)
 	}
+	clientIP, err := middleware.NewClientIP(cfg.TrustedProxies)
+	if err != nil { // validated in Run
+		log.Error("trusted proxies ignored", "err", err)
+	}
+	guard := middleware.NewConnGuard(middleware.ConnLimits{
+		HandshakeRate: cfg.HandshakeRate, HandshakeBurst: cfg.HandshakeBurst,
+		MaxPerAddr: cfg.MaxConnsPerIP, MaxTotal: cfg.MaxConns,
+	}, clientIP)
+	origins := cfg.CORSOrigins
+	if cfg.Mode == "development" && len(origins) == 0 {
+		origins = []string{"*"}
+	}
 	srv := sio.NewServer(sio.Options{
 		Engine: engine.Options{
 			PingInterval: cfg.PingInterval,
@@ -127,16 +200,44 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 			MaxPayload:   cfg.MaxPayload,
 			MaxBuffered:  int(cfg.MaxBuffered),
 			Transports:   cfg.Transports,
-			CORSOrigins:  cfg.CORSOrigins,
+			CORSOrigins:  origins,
+			Admit:        guard.Admit,
 		},
 		Adapter: factory,
 		Logger:  log,
+		Metrics: sioMetrics(m),
 	})
-	setupNamespaces(srv, cfg.Namespaces, dedup, log)
+	setupNamespaces(srv, cfg, authenticator(cfg, log), dedup, log)
+	if cluster != nil && m != nil {
+		if err := m.WatchCluster(cluster); err != nil {
+			log.Error("redis adapter metrics disabled", "err", err)
+		}
+	}
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: promLogger{log}})
 
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", srv)
-	mux.Handle("/api/", api.Handler(api.Options{Key: cfg.APIKey, MaxPayload: cfg.MaxPayload, Server: srv, Logger: log}))
+	apiOpts := api.Options{
+		Key: cfg.APIKey, ReadKey: cfg.APIReadKey, AuthFailures: cfg.APIAuthFailures, ClientIP: clientIP,
+		MaxPayload: cfg.MaxPayload, Server: srv, Logger: log,
+	}
+	if m != nil {
+		apiOpts.Metrics = m
+	}
+	mux.Handle("/api/", api.Handler(apiOpts))
+	if cfg.MetricsAddr == "" {
+		mux.Handle("GET /metrics", metricsHandler)
+	}
+	if cfg.AdminEnabled() {
+		ao := admin.Options{Username: cfg.AdminUsername, Password: cfg.AdminPassword, Events: cfg.AdminEvents, Logger: log}
+		if m != nil {
+			ao.Totals = m.Totals
+		}
+		admin.Register(srv, ao)
+		ui := admin.UIHandler(cfg.AdminUIDir)
+		mux.Handle("/admin/", ui)
+		mux.Handle("/admin", ui)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -152,7 +253,7 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("/", web.Handler(cfg.ClientDir))
-	return srv, mux
+	return node{srv: srv, handler: mux, metrics: metricsHandler}
 }
 
 // NodeID is the node's name in its stats: cfg.NodeID, or "<hostname>-<pid>" when that is empty.
@@ -166,6 +267,19 @@ func NodeID(cfg config.Config) string {
 	}
 	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
+
+// sioMetrics is m as the server's metrics; nil (none) if m is.
+func sioMetrics(m *metrics.Metrics) sio.Metrics {
+	if m == nil {
+		return nil
+	}
+	return m
+}
+
+// promLogger sends promhttp's errors (a collector that failed during a scrape) to the log.
+type promLogger struct{ log *slog.Logger }
+
+func (l promLogger) Println(v ...any) { l.log.Error("metrics: " + fmt.Sprint(v...)) }
 
 // readyRedis answers /readyz for a node in a Redis cluster. Redis being down is reported but stays
 // 200: every node shares the one Redis, so a 503 would take all of them out of the load balancer at
@@ -182,24 +296,64 @@ func readyRedis(w http.ResponseWriter, st adapter.RedisStatus) {
 	fmt.Fprintf(w, "degraded\nredis: %s since %s; serving local clients only (dropped %d messages so far)\n", st.State, since, st.Dropped)
 }
 
-// setupNamespaces installs the client protocol on "/" and on every configured namespace; names with
-// '*' become dynamic namespaces created on first use.
-func setupNamespaces(srv *sio.Server, cfgs []config.Namespace, dedup adapter.Deduper, log *slog.Logger) {
+// setupNamespaces installs, on "/" and on every configured namespace, token authentication (per the
+// namespace's auth mode), the per-socket event limit and the client protocol; names with '*' become
+// dynamic namespaces set up on first use.
+func setupNamespaces(srv *sio.Server, cfg config.Config, authn middleware.Authenticator, dedup adapter.Deduper, log *slog.Logger) {
+	setup := func(nc config.Namespace) func(*sio.Namespace) {
+		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish, MaxRooms: cfg.MaxRooms}
+		mode := middleware.AuthMode(cfg.AuthMode(nc))
+		if mode != middleware.AuthNone && authn == nil { // only without validation: stay closed
+			authn = refuseAll{}
+		}
+		return func(n *sio.Namespace) {
+			middleware.InstallAuth(n, middleware.AuthOptions{Authenticator: authn, Mode: mode, Leeway: cfg.JWTLeeway, Logger: log})
+			middleware.EventLimit(n, cfg.RateEvents, cfg.RateBurst, log)
+			namespaces.Register(n, policy, dedup, log)
+		}
+	}
 	root := false
-	for _, nc := range cfgs {
-		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish}
+	for _, nc := range cfg.Namespaces {
 		if rooms.IsPattern(nc.Name) {
 			pattern := nc.Name
-			srv.NamespaceFunc(func(name string) bool { return rooms.Match(pattern, name) },
-				func(n *sio.Namespace) { namespaces.Register(n, policy, dedup, log) })
+			srv.NamespaceFunc(func(name string) bool { return rooms.Match(pattern, name) }, setup(nc))
 			continue
 		}
 		root = root || nc.Name == "/"
-		namespaces.Register(srv.Namespace(nc.Name), policy, dedup, log)
+		setup(nc)(srv.Namespace(nc.Name))
 	}
 	if !root {
-		namespaces.Register(srv.Namespace("/"), rooms.Policy{}, dedup, log)
+		setup(config.Namespace{Name: "/"})(srv.Namespace("/"))
 	}
+}
+
+// authenticator returns the verifier of client tokens, nil without a JWT secret or key. A key file
+// that cannot be read (only an unvalidated configuration gets here: Run validates it) leaves one that
+// refuses every token, so that a namespace requiring tokens stays closed.
+func authenticator(cfg config.Config, log *slog.Logger) middleware.Authenticator {
+	if !cfg.JWT() {
+		return nil
+	}
+	o := middleware.JWTOptions{Secret: []byte(cfg.JWTSecret), Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, Leeway: cfg.JWTLeeway}
+	var err error
+	if cfg.JWTKeys != "" {
+		o.Keys, err = middleware.LoadKeys(cfg.JWTKeys)
+	}
+	var a *middleware.JWT
+	if err == nil {
+		a, err = middleware.NewJWT(o)
+	}
+	if err != nil {
+		log.Error("client tokens cannot be verified: every token is refused", "err", err)
+		return refuseAll{}
+	}
+	return a
+}
+
+type refuseAll struct{}
+
+func (refuseAll) Verify(string) (middleware.Identity, error) {
+	return middleware.Identity{}, sio.Errorf(middleware.CodeInvalidToken, "the server cannot verify tokens")
 }
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {

@@ -30,6 +30,15 @@ type Config struct {
 	// Default "". Flag -api-key, env CHORUS_API_KEY.
 	APIKey string
 
+	// APIReadKey is a second HTTP API key that serves GET requests only (GET /api/v1/sockets).
+	// Default "" (none). Flag -api-read-key, env CHORUS_API_READ_KEY.
+	APIReadKey string
+
+	// APIAuthFailures is how many HTTP API requests with a missing or wrong key one client address
+	// may make per minute (bursts of as many) before it gets 429 for a while; 0 means no limit.
+	// Default 10. Flag -api-auth-failures, env CHORUS_API_AUTH_FAILURES.
+	APIAuthFailures float64
+
 	// PingInterval is how often the server pings each client (Engine.IO pingInterval).
 	// Default 25s. Flag -ping-interval, env CHORUS_PING_INTERVAL (Go duration, e.g. 25s).
 	PingInterval time.Duration
@@ -64,6 +73,67 @@ type Config struct {
 	// any origin; empty allows same-origin requests only.
 	// Default empty. Flag -cors-origins, env CHORUS_CORS_ORIGINS (comma list).
 	CORSOrigins []string
+
+	// Mode is "production" or "development". In development an empty CORSOrigins allows every
+	// origin (for a front end served from another port); in production it allows none but the
+	// server's own.
+	// Default "production". Flag -mode, env CHORUS_MODE.
+	Mode string
+
+	// TrustedProxies are the reverse proxies (addresses or CIDR prefixes) whose X-Forwarded-For
+	// the per-address limits believe; empty counts every request under its peer's address.
+	// Default empty. Flag -trusted-proxies, env CHORUS_TRUSTED_PROXIES (comma list).
+	TrustedProxies []string
+
+	// JWTSecret verifies HS256 client tokens; at least 32 bytes. With it (or JWTKeys) set,
+	// namespaces require a token unless configured otherwise.
+	// Default "". Flag -jwt-secret, env CHORUS_JWT_SECRET.
+	JWTSecret string
+
+	// JWTKeys is a file of public keys verifying RS256 and ES256 client tokens: PEM (public keys
+	// or certificates) or a JWKS.
+	// Default "". Flag -jwt-keys, env CHORUS_JWT_KEYS.
+	JWTKeys string
+
+	// JWTIssuer, if set, is the iss claim every token must carry.
+	// Default "". Flag -jwt-issuer, env CHORUS_JWT_ISSUER.
+	JWTIssuer string
+
+	// JWTAudience, if set, must be among a token's aud claim.
+	// Default "". Flag -jwt-audience, env CHORUS_JWT_AUDIENCE.
+	JWTAudience string
+
+	// JWTLeeway is the clock skew allowed when exp and nbf are checked.
+	// Default 0s. Flag -jwt-leeway, env CHORUS_JWT_LEEWAY (Go duration).
+	JWTLeeway time.Duration
+
+	// RateEvents is how many events per second each socket may send; 0 means no limit.
+	// Default 0. Flag -rate-events, env CHORUS_RATE_EVENTS.
+	RateEvents float64
+
+	// RateBurst is how many events a socket may send at once above RateEvents; 0 means one
+	// second's worth. Default 0. Flag -rate-burst, env CHORUS_RATE_BURST.
+	RateBurst int
+
+	// HandshakeRate is how many new connections one client address may open per second; 0 means
+	// no limit. Default 50. Flag -handshake-rate, env CHORUS_HANDSHAKE_RATE.
+	HandshakeRate float64
+
+	// HandshakeBurst is how many new connections one address may open at once; 0 means one
+	// second's worth. Default 200. Flag -handshake-burst, env CHORUS_HANDSHAKE_BURST.
+	HandshakeBurst int
+
+	// MaxConnsPerIP is how many connections one client address (an IPv6 /64) may hold open; 0
+	// means no limit. Default 1000. Flag -max-conns-per-ip, env CHORUS_MAX_CONNS_PER_IP.
+	MaxConnsPerIP int
+
+	// MaxConns is how many connections the server holds open; 0 means no limit.
+	// Default 100000. Flag -max-conns, env CHORUS_MAX_CONNS.
+	MaxConns int
+
+	// MaxRooms is how many rooms a socket may join (its own-id and personal rooms not counted);
+	// 0 means no limit. Default 1000. Flag -max-rooms, env CHORUS_MAX_ROOMS.
+	MaxRooms int
 
 	// DrainTimeout is how long shutdown spends disconnecting clients before it
 	// closes the rest at once; 0 closes them all immediately.
@@ -115,6 +185,27 @@ type Config struct {
 	// Default 1000000. Flag -dedup-max-ids, env CHORUS_DEDUP_MAX_IDS.
 	DedupMaxIDs int
 
+	// MetricsAddr moves the Prometheus endpoint /metrics to a listener of its own at this
+	// host:port (e.g. 127.0.0.1:9090, to keep it off the public port). Empty serves it on Addr.
+	// Default "". Flag -metrics-addr, env CHORUS_METRICS_ADDR.
+	MetricsAddr string
+
+	// AdminUsername and AdminPassword are the credentials of the Socket.IO Admin UI. The whole
+	// admin surface (the /admin namespace and the UI at /admin/) is off unless both are set.
+	// Default "". Flags -admin-username, -admin-password; env CHORUS_ADMIN_USERNAME,
+	// CHORUS_ADMIN_PASSWORD.
+	AdminUsername string
+	AdminPassword string
+
+	// AdminEvents also shows the Admin UI every event sockets send and are sent (its Events
+	// page); it costs a broadcast per event.
+	// Default false. Flag -admin-events, env CHORUS_ADMIN_EVENTS.
+	AdminEvents bool
+
+	// AdminUIDir is the directory the Admin UI's built files are served from at /admin/.
+	// Default "node_modules/@socket.io/admin-ui/ui/dist". Flag -admin-ui-dir, env CHORUS_ADMIN_UI_DIR.
+	AdminUIDir string
+
 	// Namespaces configures namespaces and their room policies. It can only be
 	// set in the YAML file (key namespaces). Default none: only "/", any room.
 	Namespaces []Namespace
@@ -128,6 +219,9 @@ type Config struct {
 	CheckOnly bool
 }
 
+// AdminEnabled reports whether the Admin UI is on: both its credentials are set.
+func (c Config) AdminEnabled() bool { return c.AdminUsername != "" && c.AdminPassword != "" }
+
 // Namespace configures one namespace: an exact name ("/chat") or a pattern
 // with one '*' ("/tenant-*").
 type Namespace struct {
@@ -138,6 +232,31 @@ type Namespace struct {
 	// Publish lists the room patterns a client may publish to.
 	// nil (key absent or null) allows any room; an empty list allows none.
 	Publish []string `yaml:"publish"`
+	// Auth is "required", "optional" or "none": whether clients of the namespace must present a
+	// token. "" means required when a JWT secret or key is configured, none otherwise.
+	Auth string `yaml:"auth"`
+}
+
+// Auth modes of a namespace.
+const (
+	AuthRequired = "required"
+	AuthOptional = "optional"
+	AuthNone     = "none"
+)
+
+// JWT reports whether client tokens can be verified: a JWT secret or key file is configured.
+func (c Config) JWT() bool { return c.JWTSecret != "" || c.JWTKeys != "" }
+
+// AuthMode returns the auth mode of namespace ns: its own, or the default (required with JWT, none
+// without).
+func (c Config) AuthMode(ns Namespace) string {
+	switch {
+	case ns.Auth != "":
+		return ns.Auth
+	case c.JWT():
+		return AuthRequired
+	}
+	return AuthNone
 }
 
 // Default returns the configuration used when nothing is set.

@@ -33,6 +33,15 @@ func TestDefault(t *testing.T) {
 		RedisRequestTimeout: 5 * time.Second,
 		DedupWindow:         2 * time.Minute,
 		DedupMaxIDs:         1_000_000,
+
+		AdminUIDir:      "node_modules/@socket.io/admin-ui/ui/dist",
+		Mode:            "production",
+		APIAuthFailures: 10,
+		HandshakeRate:   50,
+		HandshakeBurst:  200,
+		MaxConnsPerIP:   1000,
+		MaxConns:        100_000,
+		MaxRooms:        1000,
 	}
 	if got := config.Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Default() = %+v\nwant %+v", got, want)
@@ -183,6 +192,8 @@ namespaces:
     publish: []
   - &base
     name: /open
+    auth: none
+jwt_secret: 0123456789abcdef0123456789abcdef
 `)
 	c, err := config.Load([]string{"-config", path}, env(nil), &bytes.Buffer{})
 	if err != nil {
@@ -191,7 +202,7 @@ namespaces:
 	want := []config.Namespace{
 		{Name: "/chat", Join: []string{"lobby", "team-*"}, Publish: []string{"team-*"}},
 		{Name: "/tenant-*", Join: nil, Publish: []string{}},
-		{Name: "/open"},
+		{Name: "/open", Auth: "none"},
 	}
 	if !reflect.DeepEqual(c.Namespaces, want) {
 		t.Errorf("Namespaces = %#v\nwant %#v", c.Namespaces, want)
@@ -208,6 +219,17 @@ namespaces:
 	}
 	if err := c.Validate(); err != nil {
 		t.Errorf("Validate: %v", err)
+	}
+	// With a JWT secret, a namespace without auth requires a token; auth overrides it.
+	for ns, want := range map[string]string{"/chat": "required", "/open": "none"} {
+		for _, n := range c.Namespaces {
+			if n.Name == ns && c.AuthMode(n) != want {
+				t.Errorf("AuthMode(%s) = %q, want %q", ns, c.AuthMode(n), want)
+			}
+		}
+	}
+	if got := config.Default().AuthMode(config.Namespace{Name: "/"}); got != "none" {
+		t.Errorf("without a JWT secret, AuthMode = %q, want none", got)
 	}
 }
 
@@ -398,6 +420,80 @@ func TestValidate(t *testing.T) {
 				`namespaces: [3] "/x": name repeats namespaces[2]`,
 			},
 		},
+		{
+			name: "metrics and admin",
+			change: func(c *config.Config) {
+				c.MetricsAddr = "127.0.0.1:9090"
+				c.AdminUsername, c.AdminPassword = "admin", "secret"
+				c.Namespaces = []config.Namespace{{Name: "/adm*"}}
+			},
+		},
+		{
+			name: "metrics and admin problems",
+			change: func(c *config.Config) {
+				c.MetricsAddr = c.Addr
+				c.AdminUsername, c.AdminPassword = "admin", "secret"
+				c.Namespaces = []config.Namespace{{Name: "/admin"}}
+			},
+			want: []string{
+				`CHORUS_METRICS_ADDR: ":3000" is CHORUS_ADDR too`,
+				`CHORUS_ADMIN_USERNAME: the Admin UI uses the namespace /admin`,
+			},
+		},
+		{name: "admin password alone", change: func(c *config.Config) { c.AdminPassword = "secret" }, want: []string{`CHORUS_ADMIN_USERNAME: set both`}},
+		{name: "bad metrics addr", change: func(c *config.Config) { c.MetricsAddr = "9090" }, want: []string{`CHORUS_METRICS_ADDR: "9090" is not host:port`}},
+		{
+			name: "security settings",
+			change: func(c *config.Config) {
+				c.Mode = "development"
+				c.TrustedProxies = []string{"10.0.0.0/8", "::1", "192.168.1.7"}
+				c.JWTSecret = strings.Repeat("s", 32)
+				c.JWTLeeway = 5 * time.Second
+				c.RateEvents, c.RateBurst = 0.5, 5
+				c.HandshakeRate, c.HandshakeBurst, c.MaxConnsPerIP, c.MaxConns, c.MaxRooms, c.APIAuthFailures = 0, 0, 0, 0, 0, 0
+				c.Namespaces = []config.Namespace{{Name: "/", Auth: "optional"}, {Name: "/open", Auth: "none"}, {Name: "/closed", Auth: "required"}}
+			},
+		},
+		{
+			name: "security problems",
+			change: func(c *config.Config) {
+				c.Mode = "prod"
+				c.TrustedProxies = []string{"10.0.0.0/33", "proxy.internal"}
+				c.JWTSecret = "short"
+				c.JWTKeys = "/nonexistent/keys.pem"
+				c.JWTLeeway = -time.Second
+				c.RateEvents, c.RateBurst = -1, -1
+				c.HandshakeRate, c.HandshakeBurst, c.MaxConnsPerIP, c.MaxConns, c.MaxRooms, c.APIAuthFailures = -1, -1, -1, -1, -1, -1
+				c.Namespaces = []config.Namespace{{Name: "/", Auth: "sometimes"}}
+			},
+			want: []string{
+				`CHORUS_MODE: "prod" is not one of production, development`,
+				`CHORUS_TRUSTED_PROXIES: trusted proxy "10.0.0.0/33" is not an address or CIDR prefix`,
+				`CHORUS_TRUSTED_PROXIES: trusted proxy "proxy.internal" is not an address or CIDR prefix`,
+				`CHORUS_JWT_SECRET: must be at least 32 bytes (RFC 7518), got 5`,
+				`CHORUS_JWT_KEYS: open /nonexistent/keys.pem`,
+				`CHORUS_JWT_LEEWAY: must not be negative`,
+				`CHORUS_RATE_EVENTS: must not be negative, got -1`,
+				`CHORUS_RATE_BURST: must not be negative, got -1`,
+				`CHORUS_HANDSHAKE_RATE: must not be negative`,
+				`CHORUS_HANDSHAKE_BURST: must not be negative`,
+				`CHORUS_MAX_CONNS_PER_IP: must not be negative`,
+				`CHORUS_MAX_CONNS: must not be negative`,
+				`CHORUS_MAX_ROOMS: must not be negative`,
+				`CHORUS_API_AUTH_FAILURES: must not be negative`,
+				`namespaces: [0] "/": auth "sometimes" is not one of required, optional, none`,
+			},
+		},
+		{
+			name: "auth without a JWT secret or key",
+			change: func(c *config.Config) {
+				c.Namespaces = []config.Namespace{{Name: "/a", Auth: "required"}, {Name: "/b", Auth: "optional"}, {Name: "/c", Auth: "none"}}
+			},
+			want: []string{
+				`namespaces: [0] "/a": auth required needs CHORUS_JWT_SECRET or CHORUS_JWT_KEYS`,
+				`namespaces: [1] "/b": auth optional needs CHORUS_JWT_SECRET or CHORUS_JWT_KEYS`,
+			},
+		},
 		{name: "no transports", change: func(c *config.Config) { c.Transports = nil }, want: []string{`CHORUS_TRANSPORTS: need at least one`}},
 		{name: "empty addr", change: func(c *config.Config) { c.Addr = "" }, want: []string{`CHORUS_ADDR: "" is not host:port`}},
 		{name: "port out of range", change: func(c *config.Config) { c.Addr = ":70000" }, want: []string{`CHORUS_ADDR: port "70000"`}},
@@ -516,6 +612,12 @@ func TestEverySettingIsRead(t *testing.T) {
 		"transports": "websocket", "cors-origins": "*", "drain-timeout": "1s", "log-level": "debug",
 		"log-format": "json", "client-dir": "d", "node-id": "n", "check-config": "true",
 		"redis-url": "redis://127.0.0.1:6379/1", "redis-prefix": "p", "redis-request-timeout": "1s",
+		"metrics-addr": "127.0.0.1:9090", "admin-username": "u", "admin-password": "p", "admin-events": "true",
+		"admin-ui-dir": "d",
+		"api-read-key": "r", "api-auth-failures": "0", "mode": "development", "trusted-proxies": "10.0.0.0/8",
+		"jwt-secret": "s", "jwt-keys": "k.pem", "jwt-issuer": "i", "jwt-audience": "a", "jwt-leeway": "1s",
+		"rate-events": "2.5", "rate-burst": "3", "handshake-rate": "0", "handshake-burst": "1",
+		"max-conns-per-ip": "0", "max-conns": "0", "max-rooms": "0",
 		"dedup-window": "30s", "dedup-max-ids": "10",
 	}
 	empty := writeFile(t, "")

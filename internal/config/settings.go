@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -76,6 +77,17 @@ var specs = []spec{
 		field: func(c *Config) field { return (*stringField)(&c.APIKey) },
 	},
 	{
+		flag: "api-read-key", env: "CHORUS_API_READ_KEY", key: "api_read_key", def: "",
+		help:  "second HTTP API key that serves GET requests only (e.g. for dashboards); empty: none",
+		field: func(c *Config) field { return (*stringField)(&c.APIReadKey) },
+	},
+	{
+		flag: "api-auth-failures", env: "CHORUS_API_AUTH_FAILURES", key: "api_auth_failures", def: "10",
+		help:  "HTTP API requests with a wrong key one address may make per minute before it gets 429; 0 = no limit",
+		field: func(c *Config) field { return (*floatField)(&c.APIAuthFailures) },
+		check: func(c *Config) error { return checkNonNegativeNumber(c.APIAuthFailures) },
+	},
+	{
 		flag: "ping-interval", env: "CHORUS_PING_INTERVAL", key: "ping_interval", def: "25s",
 		help:  "how often the server pings each client",
 		field: func(c *Config) field { return (*durationField)(&c.PingInterval) },
@@ -107,9 +119,91 @@ var specs = []spec{
 	},
 	{
 		flag: "cors-origins", env: "CHORUS_CORS_ORIGINS", key: "cors_origins", def: "",
-		help:  "origins allowed cross-origin: comma list of scheme://host[:port], or * for any; empty allows same-origin only",
+		help:  "origins browsers may connect from besides the server's own: comma list of scheme://host[:port], or * for any; empty allows same-origin only (any origin with -mode development)",
 		field: func(c *Config) field { return (*listField)(&c.CORSOrigins) },
 		check: func(c *Config) error { return checkOrigins(c.CORSOrigins) },
+	},
+	{
+		flag: "mode", env: "CHORUS_MODE", key: "mode", def: "production",
+		help:  "production or development; development lets any origin connect while -cors-origins is empty",
+		field: func(c *Config) field { return (*stringField)(&c.Mode) },
+		check: func(c *Config) error { return checkOneOf(c.Mode, "production", "development") },
+	},
+	{
+		flag: "trusted-proxies", env: "CHORUS_TRUSTED_PROXIES", key: "trusted_proxies", def: "",
+		help:  "reverse proxies whose X-Forwarded-For the per-address limits believe: comma list of addresses or CIDR prefixes; empty: none",
+		field: func(c *Config) field { return (*listField)(&c.TrustedProxies) },
+		check: func(c *Config) error { return checkProxies(c.TrustedProxies) },
+	},
+	{
+		flag: "jwt-secret", env: "CHORUS_JWT_SECRET", key: "jwt_secret", def: "",
+		help:  "secret (at least 32 bytes) verifying HS256 client tokens; with it or -jwt-keys, namespaces require a token by default",
+		field: func(c *Config) field { return (*stringField)(&c.JWTSecret) },
+		check: func(c *Config) error { return checkJWTSecret(c.JWTSecret) },
+	},
+	{
+		flag: "jwt-keys", env: "CHORUS_JWT_KEYS", key: "jwt_keys", def: "",
+		help:  "file of public keys verifying RS256/ES256 client tokens: PEM (keys or certificates) or JWKS",
+		field: func(c *Config) field { return (*stringField)(&c.JWTKeys) },
+		check: func(c *Config) error { return checkJWTKeys(c.JWTKeys) },
+	},
+	{
+		flag: "jwt-issuer", env: "CHORUS_JWT_ISSUER", key: "jwt_issuer", def: "",
+		help:  "iss claim every client token must carry; empty: any",
+		field: func(c *Config) field { return (*stringField)(&c.JWTIssuer) },
+	},
+	{
+		flag: "jwt-audience", env: "CHORUS_JWT_AUDIENCE", key: "jwt_audience", def: "",
+		help:  "value that must be among a client token's aud claim; empty: any",
+		field: func(c *Config) field { return (*stringField)(&c.JWTAudience) },
+	},
+	{
+		flag: "jwt-leeway", env: "CHORUS_JWT_LEEWAY", key: "jwt_leeway", def: "0s",
+		help:  "clock skew allowed when a token's exp and nbf are checked",
+		field: func(c *Config) field { return (*durationField)(&c.JWTLeeway) },
+		check: func(c *Config) error { return checkNonNegative(c.JWTLeeway) },
+	},
+	{
+		flag: "rate-events", env: "CHORUS_RATE_EVENTS", key: "rate_events", def: "0",
+		help:  "events per second each socket may send (more get the ack error rate_limited; keeping at it disconnects); 0 = no limit",
+		field: func(c *Config) field { return (*floatField)(&c.RateEvents) },
+		check: func(c *Config) error { return checkNonNegativeNumber(c.RateEvents) },
+	},
+	{
+		flag: "rate-burst", env: "CHORUS_RATE_BURST", key: "rate_burst", def: "0",
+		help:  "events a socket may send at once above -rate-events; 0 = one second's worth",
+		field: func(c *Config) field { return (*countField)(&c.RateBurst) },
+		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.RateBurst)) },
+	},
+	{
+		flag: "handshake-rate", env: "CHORUS_HANDSHAKE_RATE", key: "handshake_rate", def: "50",
+		help:  "new connections per second one client address may open (more get 429); 0 = no limit",
+		field: func(c *Config) field { return (*floatField)(&c.HandshakeRate) },
+		check: func(c *Config) error { return checkNonNegativeNumber(c.HandshakeRate) },
+	},
+	{
+		flag: "handshake-burst", env: "CHORUS_HANDSHAKE_BURST", key: "handshake_burst", def: "200",
+		help:  "new connections one address may open at once above -handshake-rate; 0 = one second's worth",
+		field: func(c *Config) field { return (*countField)(&c.HandshakeBurst) },
+		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.HandshakeBurst)) },
+	},
+	{
+		flag: "max-conns-per-ip", env: "CHORUS_MAX_CONNS_PER_IP", key: "max_conns_per_ip", def: "1000",
+		help:  "connections one client address (IPv6: one /64) may hold open (more get 429); 0 = no limit",
+		field: func(c *Config) field { return (*countField)(&c.MaxConnsPerIP) },
+		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.MaxConnsPerIP)) },
+	},
+	{
+		flag: "max-conns", env: "CHORUS_MAX_CONNS", key: "max_conns", def: "100000",
+		help:  "connections this server holds open (more get 503); 0 = no limit",
+		field: func(c *Config) field { return (*countField)(&c.MaxConns) },
+		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.MaxConns)) },
+	},
+	{
+		flag: "max-rooms", env: "CHORUS_MAX_ROOMS", key: "max_rooms", def: "1000",
+		help:  "rooms one socket may join (more get too_many_rooms); 0 = no limit",
+		field: func(c *Config) field { return (*countField)(&c.MaxRooms) },
+		check: func(c *Config) error { return checkNonNegativeNumber(float64(c.MaxRooms)) },
 	},
 	{
 		flag: "drain-timeout", env: "CHORUS_DRAIN_TIMEOUT", key: "drain_timeout", def: "10s",
@@ -171,10 +265,39 @@ var specs = []spec{
 		check: func(c *Config) error { return checkCount(c.DedupMaxIDs) },
 	},
 	{
+		flag: "metrics-addr", env: "CHORUS_METRICS_ADDR", key: "metrics_addr", def: "",
+		help:  "serve /metrics (Prometheus) on a listener of its own at this host:port, e.g. 127.0.0.1:9090; empty serves it on the main address",
+		field: func(c *Config) field { return (*stringField)(&c.MetricsAddr) },
+		check: func(c *Config) error { return checkMetricsAddr(c.MetricsAddr, c.Addr) },
+	},
+	{
+		flag: "admin-username", env: "CHORUS_ADMIN_USERNAME", key: "admin_username", def: "",
+		help:  "user name of the Socket.IO Admin UI (/admin/ and the /admin namespace), which is off unless both it and the password are set",
+		field: func(c *Config) field { return (*stringField)(&c.AdminUsername) },
+		check: func(c *Config) error { return checkAdmin(c) },
+	},
+	{
+		flag: "admin-password", env: "CHORUS_ADMIN_PASSWORD", key: "admin_password", def: "",
+		help:  "password of the Socket.IO Admin UI (prefer the environment variable: flags show in ps)",
+		field: func(c *Config) field { return (*stringField)(&c.AdminPassword) },
+	},
+	{
+		flag: "admin-events", env: "CHORUS_ADMIN_EVENTS", key: "admin_events", def: "false",
+		help:  "also show the Admin UI every event sockets send and are sent (its Events page); costs a broadcast per event",
+		field: func(c *Config) field { return (*boolField)(&c.AdminEvents) },
+	},
+	{
+		flag: "admin-ui-dir", env: "CHORUS_ADMIN_UI_DIR", key: "admin_ui_dir", def: "node_modules/@socket.io/admin-ui/ui/dist",
+		help:  "directory the Admin UI's built files are served from at /admin/",
+		field: func(c *Config) field { return (*stringField)(&c.AdminUIDir) },
+	},
+	{
 		key:   "namespaces",
 		help:  "namespaces besides `/` and the rooms clients may join and publish to ([docs/configuration.md](docs/configuration.md)); none means only `/`, any room",
 		field: func(c *Config) field { return (*namespacesField)(&c.Namespaces) },
-		check: func(c *Config) error { return checkNamespaces(c.Namespaces) },
+		check: func(c *Config) error {
+			return errors.Join(append(flatten(checkNamespaces(c.Namespaces)), flatten(checkNamespaceAuth(*c))...)...)
+		},
 	},
 	{
 		flag: flagConfig, env: envConfig,
@@ -253,6 +376,19 @@ func (f *bytesField) set(s string) error {
 }
 func (f *bytesField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
 
+type floatField float64
+
+func (f *floatField) kind() string { return "number" }
+func (f *floatField) set(s string) error {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Errorf("invalid number %q (want e.g. 10 or 0.5)", s)
+	}
+	*f = floatField(v)
+	return nil
+}
+func (f *floatField) setYAML(n *yaml.Node) error { return setScalar(f, n) }
+
 // countField is a whole number of things.
 type countField int
 
@@ -325,7 +461,7 @@ func (f *namespacesField) set(s string) error {
 	return nil
 }
 
-// setYAML reads a list of {name, join, publish}. Every problem is reported, each
+// setYAML reads a list of {name, join, publish, auth}. Every problem is reported, each
 // naming the entry's index.
 func (f *namespacesField) setYAML(n *yaml.Node) error {
 	if isNull(n) {
@@ -333,14 +469,14 @@ func (f *namespacesField) setYAML(n *yaml.Node) error {
 		return nil
 	}
 	if n.Kind != yaml.SequenceNode {
-		return errors.New("want a list of {name, join, publish}")
+		return errors.New("want a list of {name, join, publish, auth}")
 	}
 	l := make([]Namespace, 0, len(n.Content))
 	var errs []error
 	for i, item := range n.Content {
 		item = resolve(item)
 		if item.Kind != yaml.MappingNode {
-			errs = append(errs, lineError{item.Line, fmt.Errorf("[%d]: want a mapping with keys name, join, publish", i)})
+			errs = append(errs, lineError{item.Line, fmt.Errorf("[%d]: want a mapping with keys name, join, publish, auth", i)})
 			continue
 		}
 		var ns Namespace
@@ -357,8 +493,10 @@ func (f *namespacesField) setYAML(n *yaml.Node) error {
 				ns.Join, err = patterns(v)
 			case k.Value == "publish":
 				ns.Publish, err = patterns(v)
+			case k.Value == "auth":
+				ns.Auth, err = scalar(v)
 			default:
-				err = errors.New("unknown key (want name, join, publish)")
+				err = errors.New("unknown key (want name, join, publish, auth)")
 			}
 			seen[k.Value] = true
 			if err != nil {

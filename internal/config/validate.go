@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/chorus-rt/chorus/middleware"
 )
 
 // Validate reports every problem at once (errors.Join), one error per problem,
@@ -35,6 +37,35 @@ func checkAddr(addr string) error {
 		return fmt.Errorf("%q is not host:port (e.g. :3000 or 127.0.0.1:3000)", addr)
 	}
 	return checkPort(port)
+}
+
+// checkMetricsAddr: empty, or a host:port that is not the main address.
+func checkMetricsAddr(addr, main string) error {
+	if addr == "" {
+		return nil
+	}
+	if err := checkAddr(addr); err != nil {
+		return err
+	}
+	if _, port, _ := net.SplitHostPort(addr); addr == main && port != "0" {
+		return fmt.Errorf("%q is CHORUS_ADDR too: leave it empty to serve /metrics there", addr)
+	}
+	return nil
+}
+
+// checkAdmin: the Admin UI's credentials come in pairs, and its namespace is its own.
+func checkAdmin(c *Config) error {
+	if (c.AdminUsername == "") != (c.AdminPassword == "") {
+		return errors.New("set both CHORUS_ADMIN_USERNAME and CHORUS_ADMIN_PASSWORD to turn the Admin UI on, or neither")
+	}
+	if c.AdminEnabled() {
+		for _, ns := range c.Namespaces {
+			if ns.Name == "/admin" {
+				return errors.New("the Admin UI uses the namespace /admin: remove it from namespaces or turn the Admin UI off")
+			}
+		}
+	}
+	return nil
 }
 
 func checkPort(port string) error {
@@ -229,4 +260,54 @@ func checkNodeID(id string) error {
 		}
 	}
 	return nil
+}
+
+func checkNonNegativeNumber(v float64) error {
+	if v < 0 {
+		return fmt.Errorf("must not be negative, got %g", v)
+	}
+	return nil
+}
+
+func checkProxies(ps []string) error {
+	var errs []error
+	for _, p := range ps {
+		if _, err := middleware.ParseProxy(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkJWTSecret(s string) error {
+	if s != "" && len(s) < middleware.MinSecretLen {
+		return fmt.Errorf("must be at least %d bytes (RFC 7518), got %d", middleware.MinSecretLen, len(s))
+	}
+	return nil
+}
+
+// checkJWTKeys reads the key file as chorus will, so that -check-config finds its problems.
+func checkJWTKeys(path string) error {
+	if path == "" {
+		return nil
+	}
+	_, err := middleware.LoadKeys(path)
+	return err
+}
+
+// checkNamespaceAuth checks every namespace's auth mode; required and optional need a JWT secret or key.
+func checkNamespaceAuth(c Config) error {
+	var errs []error
+	for i, ns := range c.Namespaces {
+		switch ns.Auth {
+		case "", AuthNone:
+		case AuthRequired, AuthOptional:
+			if !c.JWT() {
+				errs = append(errs, fmt.Errorf("[%d] %q: auth %s needs CHORUS_JWT_SECRET or CHORUS_JWT_KEYS", i, ns.Name, ns.Auth))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("[%d] %q: auth %q is not one of required, optional, none", i, ns.Name, ns.Auth))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -31,6 +31,7 @@ type Conn struct {
 	id      string
 	req     Request
 	handler Handler
+	release func() // Options.Admit's, called once when the session is closed
 
 	// inMu serialises the delivery of incoming packets, whichever transport they arrive on. It is
 	// held by the reader (the WebSocket reader goroutine or a polling POST) while it delivers; a
@@ -227,11 +228,16 @@ func (c *Conn) fail(reason string) {
 	c.out, c.queued = nil, 0
 	c.wakePollLocked()
 	ws := c.ws
+	release := c.release
+	c.release = nil
 	c.mu.Unlock()
 	if ws != nil {
 		ws.close()
 	}
 	c.srv.remove(c)
+	if release != nil {
+		release()
+	}
 	if wasOpen {
 		c.notifyClose(reason)
 	}

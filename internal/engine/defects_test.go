@@ -5,6 +5,7 @@ package engine
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 )
 
 // getBound is how long any poll GET may stay unanswered once its session is closing.
@@ -131,8 +133,9 @@ func payloadOfSize(n int) (string, []message) {
 }
 
 // LIBRARY-DEFECTS #4: a chunked POST over the limit was cut at the limit and the packets before the
-// cut were handled. A POST over MaxPayload, chunked or not, gets 413 and none of its packets is
-// handled; a POST of exactly MaxPayload is accepted whole.
+// cut were handled. A POST over MaxPayload, chunked or not, gets 413, none of its packets is handled
+// and the session is closed (issue 6: oversize input closes that connection; other sessions go on);
+// a POST of exactly MaxPayload is accepted whole.
 func TestPostOverMaxPayload(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -189,9 +192,28 @@ func TestPostOverMaxPayload(t *testing.T) {
 					t.Fatalf("handler got %d messages, want the %d sent", len(got), len(msgs))
 				}
 			}
-			// The session is still usable, and nothing of the refused body turns up later.
+			if tt.want413 {
+				// The session is closed, nothing of the refused body turns up later, and another
+				// session is unaffected.
+				if reason := pc.rec.waitClosed(t, waitTimeout); reason != "transport error" {
+					t.Errorf("closed with %q, want \"transport error\"", reason)
+				}
+				if res := pc.mustGet(); res.status != http.StatusBadRequest {
+					t.Errorf("GET after the refused POST: %d %q, want 400 (unknown session)", res.status, res.body)
+				}
+				if got := pc.rec.messages(); len(got) != 0 {
+					t.Errorf("the handler got %d messages of the refused POST", len(got))
+				}
+				other := ts.pollHandshake()
+				other.mustPostOK("4marker")
+				if got := other.rec.messages(); len(got) != 1 || got[0] != (message{"marker", false}) {
+					t.Fatalf("another session's handler has %v", got)
+				}
+				return
+			}
+			// The session is still usable.
 			pc.mustPostOK("4marker")
-			if got := pc.rec.messages(); len(got) == 0 || got[len(got)-1] != (message{"marker", false}) || (tt.want413 && len(got) != 1) {
+			if got := pc.rec.messages(); len(got) == 0 || got[len(got)-1] != (message{"marker", false}) {
 				t.Fatalf("after the marker the handler has %d messages", len(got))
 			}
 		})
@@ -455,7 +477,7 @@ func TestServerCloseDuringHandshakes(t *testing.T) {
 
 // A session is visible to Server.Close (and so to a drain) as soon as it exists, even while OnOpen is
 // still running. Closing it then must wait for its Handler: OnClose is called on the Handler OnOpen
-// returns, once, and the handshake is answered with the open packet and the close.
+// returns, once, and the client gets the open packet and then the close.
 func TestCloseDuringOnOpen(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -466,7 +488,10 @@ func TestCloseDuringOnOpen(t *testing.T) {
 			if res.status != http.StatusOK {
 				ts.t.Fatalf("handshake: %d %q", res.status, res.body)
 			}
-			return splitPayload(res.body)
+			got := splitPayload(res.body)
+			// The close packet comes with the next poll.
+			next := ts.mustDo(http.MethodGet, ts.url("EIO=4&transport=polling&sid="+parseOpen(ts.t, got[0]).SID), nil, nil)
+			return append(got, splitPayload(next.body)...)
 		}},
 		{name: "websocket", handshake: func(ts *testServer) []string {
 			c := ts.mustDialWS("EIO=4&transport=websocket")
@@ -512,5 +537,54 @@ func TestCloseDuringOnOpen(t *testing.T) {
 				t.Errorf("OnClose(%q)", reason)
 			}
 		})
+	}
+}
+
+// A server-side Close of a WebSocket session whose client keeps sending still delivers what was
+// queued before it and the close frame: closing the socket with input still arriving made the
+// kernel answer with a reset, which destroyed both before the client read them (a client
+// disconnected for flooding never learnt why).
+func TestWebSocketCloseWhileClientSends(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	for i := range 3 {
+		c, _, r := ts.wsHandshake()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { // the flood, without reading anything
+			defer close(done)
+			msg := []byte("4" + strings.Repeat("x", 512))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if c.write(ws.OpText, msg) != nil {
+					return
+				}
+			}
+		}()
+		eventually(t, waitTimeout, func() bool { return len(r.messages()) > 100 }, "the flood to arrive")
+		r.conn.Send(Packet{Data: []byte("the reason")})
+		r.conn.Close("kicked")
+		// Let the server close while the client goes on sending, then read.
+		eventually(t, waitTimeout, func() bool { return ts.Len() == 0 }, "the session to be removed")
+		close(stop)
+		<-done
+		var got []string
+		for {
+			data, _, err := c.read()
+			if err != nil {
+				var closed wsutil.ClosedError
+				if !errors.As(err, &closed) {
+					t.Fatalf("round %d: the connection ended with %v after %q, want the reason and a close frame", i, err, got)
+				}
+				break
+			}
+			got = append(got, string(data))
+		}
+		if len(got) == 0 || got[len(got)-1] != "4the reason" {
+			t.Fatalf("round %d: got %q, want the reason last", i, got)
+		}
 	}
 }

@@ -84,6 +84,14 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
 	closing := c.state != stateOpen
 	if c.noopOnClose {
 		batch = append(batch[:0], frame{typ: typeNoop})
+	} else if closing && len(batch) > 0 {
+		// The packets queued before the close go out first and the close packet with the next poll,
+		// as Node does: the stock client handles a payload's packets on a later tick than a close
+		// packet in the same payload, which dropped them (e.g. the reason for a disconnect).
+		closing = false
+		if c.closeTimer == nil {
+			c.closeTimer = time.AfterFunc(c.srv.opts.PingTimeout, c.finish)
+		}
 	} else if closing {
 		batch = append(batch, frame{typ: typeClose})
 	} else if len(batch) == 0 {
@@ -110,7 +118,7 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request, c *Conn) {
 
 // servePost handles a long-polling POST. The whole body is read and decoded before any packet is
 // handled: a body over MaxPayload (with or without Content-Length) gets 413 and a malformed one gets
-// 400 and closes the session, and in both cases no packet of it is handled.
+// 400; either closes the session, and in both cases no packet of it is handled.
 func (s *Server) servePost(w http.ResponseWriter, r *http.Request, c *Conn) {
 	c.mu.Lock()
 	if c.state != stateOpen || (c.transport != Polling && !c.upgrading) {
@@ -136,6 +144,8 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request, c *Conn) {
 	if r.ContentLength > max {
 		w.Header().Set("Connection", "close")
 		http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
+		s.logTooLarge(c, Polling)
+		c.fail("transport error")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
@@ -143,6 +153,8 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request, c *Conn) {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
+			s.logTooLarge(c, Polling)
+			c.fail("transport error")
 			return
 		}
 		c.fail("transport error")
@@ -170,4 +182,10 @@ func (s *Server) servePost(w http.ResponseWriter, r *http.Request, c *Conn) {
 		}
 	}
 	c.inMu.Unlock()
+}
+
+// logTooLarge logs, once per connection (it is closed next), input over MaxPayload.
+func (s *Server) logTooLarge(c *Conn, transport string) {
+	s.log.Info("closing connection: input larger than the max payload", "conn", c.id, "transport", transport,
+		"remote", c.req.RemoteAddr, "max_payload", s.opts.MaxPayload)
 }

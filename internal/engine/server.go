@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,8 +43,21 @@ type Options struct {
 	// any. A request whose Origin is not allowed is refused with 403 on every transport.
 	CORSOrigins []string
 	// AllowRequest, when set, is asked before a new session is created; an error refuses the handshake
-	// with 403 and the error's text. It runs on the request's goroutine.
+	// with 403 (or the status of an error with an HTTPStatus() int method) and the error's text. It
+	// runs on the request's goroutine. If the error (or one it wraps) has a method Reason() string,
+	// that short constant is the refusal's reason in logs and metrics; otherwise the reason is
+	// "forbidden".
 	AllowRequest func(r *http.Request) error
+	// Admit, when set, is asked after AllowRequest agreed to a new session, on the request's
+	// goroutine, and may reserve what the session will hold (e.g. a place under a connection limit).
+	// An error refuses the handshake like AllowRequest's. On success the returned release function
+	// (nil for none) is called exactly once: when the session has ended, or at once if it could not
+	// be created after all.
+	Admit func(r *http.Request) (release func(), err error)
+	// OnRefuse, when set, is told of every handshake (a request without a session id) the server
+	// refuses, with its reason: "origin", "transport", "version", "method", "bad_request", or
+	// AllowRequest's or Admit's (see above). It runs on the request's goroutine and must not block.
+	OnRefuse func(reason string)
 	// OnOpen is called once per new session, before its open packet is sent; the Handler it returns
 	// receives the session's packets. Required.
 	OnOpen func(c *Conn) Handler
@@ -69,6 +83,8 @@ type Server struct {
 
 	mu    sync.RWMutex
 	conns map[string]*Conn
+
+	lastLoadWarn atomic.Int64 // unix nanoseconds of the last load refusal (429, 503) logged at warn
 }
 
 // NewServer returns a Server with opts' zero values replaced by their defaults.
@@ -117,6 +133,10 @@ func writeError(w http.ResponseWriter, code int, message string) {
 	if code == codeForbidden {
 		status = http.StatusForbidden
 	}
+	writeErrorStatus(w, status, code, message)
+}
+
+func writeErrorStatus(w http.ResponseWriter, status, code int, message string) {
 	if message == "" {
 		message = codeMessages[code]
 	}
@@ -149,7 +169,7 @@ func (s *Server) originAllowed(r *http.Request) bool {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
-		writeError(w, codeForbidden, "origin not allowed (see CHORUS_CORS_ORIGINS)")
+		s.refuse(w, r, codeForbidden, "origin not allowed: list it in CHORUS_CORS_ORIGINS (or run with CHORUS_MODE=development)", "origin")
 		return
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
@@ -169,11 +189,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	transport := q.Get("transport")
 	if !s.enabled(transport) {
-		writeError(w, codeUnknownTransport, "")
+		s.refuse(w, r, codeUnknownTransport, "", "transport")
 		return
 	}
 	if q.Get("EIO") != "4" {
-		writeError(w, codeBadVersion, "")
+		s.refuse(w, r, codeBadVersion, "", "version")
 		return
 	}
 	sid := q.Get("sid")
@@ -183,7 +203,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if sid == "" {
 		if r.Method != http.MethodGet {
-			writeError(w, codeBadHandshake, "")
+			s.refuse(w, r, codeBadHandshake, "", "method")
 			return
 		}
 		c := s.open(w, r, Polling)
@@ -214,16 +234,35 @@ func (s *Server) lookup(sid string) *Conn {
 	return s.conns[sid]
 }
 
-// open creates a session after the AllowRequest check; it answers the request itself and returns nil
-// when the handshake is refused.
-func (s *Server) open(w http.ResponseWriter, r *http.Request, transport string) *Conn {
+// admit runs the AllowRequest and Admit checks of a new session; it answers the request itself and
+// returns false when the handshake is refused.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
 	if s.opts.AllowRequest != nil {
 		if err := s.opts.AllowRequest(r); err != nil {
-			writeError(w, codeForbidden, err.Error())
-			return nil
+			s.refuseErr(w, r, err)
+			return nil, false
 		}
 	}
+	if s.opts.Admit != nil {
+		release, err := s.opts.Admit(r)
+		if err != nil {
+			s.refuseErr(w, r, err)
+			return nil, false
+		}
+		return release, true
+	}
+	return nil, true
+}
+
+// open creates a session after the admission checks; it answers the request itself and returns nil
+// when the handshake is refused.
+func (s *Server) open(w http.ResponseWriter, r *http.Request, transport string) *Conn {
+	release, ok := s.admit(w, r)
+	if !ok {
+		return nil
+	}
 	c := newConn(s, newSID(), r, transport)
+	c.release = release
 	// The open packet is queued first, before OnOpen can Send: appended after OnOpen, it came after
 	// any message OnOpen sent, and the client's first packet was not the handshake.
 	c.out = append(c.out, frame{typ: typeOpen, data: openPacket(c.id, s.upgradesFor(transport), s.opts)})
@@ -247,6 +286,63 @@ func (s *Server) register(c *Conn) {
 	s.conns[c.id] = c
 	s.mu.Unlock()
 	c.handler = s.opts.OnOpen(c)
+}
+
+// refuseErr answers a handshake that AllowRequest or Admit refused with err: 403, or the status of
+// an error with an HTTPStatus() int method. The reason is the error's Reason() string, or
+// "forbidden".
+func (s *Server) refuseErr(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusForbidden
+	var hs interface{ HTTPStatus() int }
+	if errors.As(err, &hs) {
+		status = hs.HTTPStatus()
+	}
+	reason := "forbidden"
+	var rr interface{ Reason() string }
+	if errors.As(err, &rr) {
+		reason = rr.Reason()
+	}
+	s.refuseStatus(w, r, status, codeForbidden, err.Error(), reason)
+}
+
+// refuse answers a request with an Engine.IO error. When it is a handshake (no sid), the refusal is
+// logged, once, and reported to OnRefuse.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, message, reason string) {
+	status := http.StatusBadRequest
+	if code == codeForbidden {
+		status = http.StatusForbidden
+	}
+	s.refuseStatus(w, r, status, code, message, reason)
+}
+
+// refuseStatus is refuse with an HTTP status. A refusal for load (429 or 503: a limit on
+// connections) is logged at warn at most every 10 s and at debug otherwise, so that a flood does
+// not flood the log too; it is counted all the same.
+func (s *Server) refuseStatus(w http.ResponseWriter, r *http.Request, status, code int, message, reason string) {
+	writeErrorStatus(w, status, code, message)
+	q := r.URL.Query()
+	if q.Get("sid") != "" {
+		return
+	}
+	attrs := []any{"reason", reason, "transport", q.Get("transport"), "remote", r.RemoteAddr}
+	if reason == "origin" {
+		attrs = append(attrs, "origin", r.Header.Get("Origin"))
+	}
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		attrs = append(attrs, "status", status, "err", message)
+		now := time.Now().UnixNano()
+		last := s.lastLoadWarn.Load()
+		if now-last >= int64(10*time.Second) && s.lastLoadWarn.CompareAndSwap(last, now) {
+			s.log.Warn("handshake refused (further refusals for load in the next 10s are logged at debug)", attrs...)
+		} else {
+			s.log.Debug("handshake refused", attrs...)
+		}
+	} else {
+		s.log.Info("handshake refused", attrs...)
+	}
+	if s.opts.OnRefuse != nil {
+		s.opts.OnRefuse(reason)
+	}
 }
 
 func (s *Server) upgradesFor(transport string) []string {

@@ -57,15 +57,22 @@ type wsConn struct {
 	closing   atomic.Bool // close has begun: a blocking write must not start waiting
 }
 
-// It never waits for the client: a write blocked on a full socket (flushSlow) is cut short, and
-// the close frame is written only if the socket takes it at once. Whoever closes a client that
-// stopped reading (a broadcaster closing a slow consumer, a heartbeat timer) goes on at once.
+// close sends a close frame and closes the connection. It never waits for the client: a write
+// blocked on a full socket (flushSlow) is cut short, and the close frame is written only if the
+// socket takes it at once. Whoever closes a client that stopped reading (a broadcaster closing a
+// slow consumer, a heartbeat timer) goes on at once.
+//
+// The connection is not closed at once but lingers: it is half-closed, and what the peer still
+// sends is read and dropped on a goroutine of its own, until the peer closes too or for at most
+// closeLinger. Closing at once made the kernel answer input that was still arriving (a client
+// flooding a server that is disconnecting it for that, say) with a reset, which destroyed what had
+// just been written: the close frame and the packets before it, such as the reason for the
+// disconnect (chorus:disconnect).
 func (w *wsConn) close() {
 	w.closeOnce.Do(func() {
 		w.closing.Store(true)
 		w.conn.SetWriteDeadline(time.Now()) // a writeBlocking under way returns now, letting go of wmu
 		w.wmu.Lock()
-		defer w.wmu.Unlock()
 		if w.poll != nil {
 			w.poll.remove()
 		}
@@ -79,7 +86,17 @@ func (w *wsConn) close() {
 			w.conn.SetWriteDeadline(time.Now().Add(time.Second))
 			w.conn.Write(closeFrame)
 		}
-		w.conn.Close()
+		w.wmu.Unlock()
+		cw, ok := w.conn.(interface{ CloseWrite() error })
+		if !ok || cw.CloseWrite() != nil {
+			w.conn.Close()
+			return
+		}
+		go func() {
+			w.conn.SetReadDeadline(time.Now().Add(closeLinger))
+			io.Copy(io.Discard, w.conn)
+			w.conn.Close()
+		}()
 	})
 }
 
@@ -94,6 +111,8 @@ const closeLinger = time.Second
 // must run on the reader goroutine, the only one that reads the connection.
 func (w *wsConn) closeLingering(code ws.StatusCode, reason string) {
 	w.closeOnce.Do(func() {
+		w.closing.Store(true)
+		w.conn.SetWriteDeadline(time.Now()) // as in close: a blocked writeBlocking lets go of wmu
 		w.wmu.Lock()
 		w.conn.SetWriteDeadline(time.Now().Add(time.Second))
 		ws.WriteFrame(w.conn, ws.NewCloseFrame(ws.NewCloseFrameBody(code, reason)))
@@ -208,7 +227,7 @@ func (w *wsConn) readMessage(max int64) (data []byte, binary bool, err error) {
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid string) {
 	accept, ok := acceptKey(r)
 	if !ok {
-		writeError(w, codeBadRequest, "")
+		s.refuse(w, r, codeBadRequest, "", "bad_request")
 		return
 	}
 	var c *Conn
@@ -227,9 +246,11 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 			c.upgrading = true
 		}
 		c.mu.Unlock()
-	} else if s.opts.AllowRequest != nil {
-		if err := s.opts.AllowRequest(r); err != nil {
-			writeError(w, codeForbidden, err.Error())
+	}
+	var release func()
+	if c == nil {
+		var ok bool
+		if release, ok = s.admit(w, r); !ok {
 			return
 		}
 	}
@@ -241,6 +262,9 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 		conn, brw, err = hj.Hijack()
 	}
 	if !ok || err != nil {
+		if release != nil {
+			release()
+		}
 		if claimed {
 			c.mu.Lock()
 			c.upgrading = false
@@ -279,6 +303,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid stri
 	}
 
 	c = newConn(s, newSID(), r, WebSocket)
+	c.release = release
 	// Queued before OnOpen can Send, as in Server.open.
 	c.out = append(c.out, frame{typ: typeOpen, data: openPacket(c.id, []string{}, s.opts)})
 	s.register(c)
@@ -453,7 +478,7 @@ func (s *Server) readWebSocket(c *Conn, wc *wsConn) {
 			reason := "transport close"
 			if errors.Is(err, errMessageTooBig) {
 				reason = "transport error"
-				s.log.Debug("websocket message too big", "conn", c.id)
+				s.logTooLarge(c, WebSocket)
 				// The one close frame of this connection, and not lost to a reset (see closeLingering).
 				wc.closeLingering(ws.StatusMessageTooBig, "message too big")
 			}

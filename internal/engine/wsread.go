@@ -123,7 +123,7 @@ func (s *Server) readFailed(c *Conn, wc *wsConn, err error) {
 	switch {
 	case errors.Is(err, errMessageTooBig):
 		reason = "transport error"
-		s.log.Debug("websocket message too big", "conn", c.id)
+		s.logTooLarge(c, WebSocket)
 		// The one close frame of this connection, and not lost to a reset (see closeLingering).
 		wc.closeLingering(ws.StatusMessageTooBig, "message too big")
 	case errors.Is(err, errPacket):

@@ -24,8 +24,13 @@ const (
 	BinaryAck
 )
 
-// MaxAttachments bounds the binary attachments one packet may announce.
-const MaxAttachments = 1000
+// MaxAttachments bounds the binary attachments one packet may announce: 10, as socket.io-parser's
+// decoder (maxAttachments), which would refuse a packet with more when chorus forwarded it.
+const MaxAttachments = 10
+
+// MaxDepth bounds how deeply arrays and objects may nest in a packet's payload (the event's array
+// counts as one level).
+const MaxDepth = 64
 
 // Packet is one Socket.IO packet. Data is the JSON payload as it travels, binary parts replaced by
 // placeholders {"_placeholder":true,"num":i} that point into Attachments.
@@ -45,6 +50,7 @@ var (
 	ErrPayload        = errors.New("invalid payload for packet type")
 	ErrPlaceholder    = errors.New("bad binary placeholder")
 	ErrUnexpectedData = errors.New("binary data without a packet waiting for it")
+	ErrDepth          = fmt.Errorf("payload nested more than %d levels deep", MaxDepth)
 )
 
 // DecodeHeader decodes a text message. For BinaryEvent and BinaryAck the returned packet still lacks
@@ -64,7 +70,7 @@ func DecodeHeader(msg []byte) (p Packet, want int, err error) {
 			return p, 0, ErrAttachments
 		}
 		n, err := strconv.Atoi(string(msg[i : i+j]))
-		if err != nil || n < 0 || n > MaxAttachments {
+		if err != nil || n < 1 || n > MaxAttachments {
 			return p, 0, ErrAttachments
 		}
 		want = n
@@ -104,6 +110,9 @@ func DecodeHeader(msg []byte) (p Packet, want int, err error) {
 // checkPayload applies socket.io-parser's rules on which payload each packet type may carry.
 func checkPayload(p Packet) error {
 	data := bytes.TrimSpace(p.Data)
+	if !depthWithin(data, MaxDepth) {
+		return ErrDepth
+	}
 	switch p.Type {
 	case Connect:
 		if len(data) == 0 || (data[0] == '{' && json.Valid(data)) {
@@ -128,6 +137,35 @@ func checkPayload(p Packet) error {
 		}
 	}
 	return ErrPayload
+}
+
+// depthWithin reports whether the arrays and objects of JSON text nest at most max levels deep. It
+// only counts brackets outside strings: whether the text is valid JSON is checked elsewhere.
+func depthWithin(data []byte, max int) bool {
+	depth := 0
+	inString, escaped := false, false
+	for _, b := range data {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case b == '\\':
+				escaped = true
+			case b == '"':
+				inString = false
+			}
+		case b == '"':
+			inString = true
+		case b == '[' || b == '{':
+			if depth++; depth > max {
+				return false
+			}
+		case b == ']' || b == '}':
+			depth--
+		}
+	}
+	return true
 }
 
 // Complete attaches the binary messages of a BinaryEvent or BinaryAck and checks that every

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -34,6 +35,16 @@ func TestDecodeHeader(t *testing.T) {
 		{name: "ack without id", msg: `3[]`, wantErr: true},
 		{name: "binary without count", msg: `5["m"]`, wantErr: true},
 		{name: "too many attachments", msg: `51001-["m"]`, wantErr: true},
+		{name: "one attachment more than socket.io-parser takes", msg: `511-["m"]`, wantErr: true},
+		{name: "as many attachments as socket.io-parser takes", msg: `510-["m"]`, wantN: 10, want: Packet{Type: BinaryEvent, Nsp: "/", Data: json.RawMessage(`["m"]`)}},
+		{name: "zero attachments", msg: `50-["m"]`, wantErr: true},
+		{name: "nested at the limit", msg: `2["m",` + strings.Repeat("[", MaxDepth-1) + strings.Repeat("]", MaxDepth-1) + `]`,
+			want: Packet{Type: Event, Nsp: "/", Data: json.RawMessage(`["m",` + strings.Repeat("[", MaxDepth-1) + strings.Repeat("]", MaxDepth-1) + `]`)}},
+		{name: "nested too deep", msg: `2["m",` + strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth) + `]`, wantErr: true},
+		{name: "objects nested too deep", msg: `2["m",` + strings.Repeat(`{"a":`, MaxDepth) + "1" + strings.Repeat("}", MaxDepth) + `]`, wantErr: true},
+		{name: "brackets in strings do not nest", msg: `2["m","` + strings.Repeat("[", 200) + `\"` + strings.Repeat("{", 200) + `"]`,
+			want: Packet{Type: Event, Nsp: "/", Data: json.RawMessage(`["m","` + strings.Repeat("[", 200) + `\"` + strings.Repeat("{", 200) + `"]`)}},
+		{name: "ack nested too deep", msg: `31` + strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1), wantErr: true},
 		{name: "disconnect with data", msg: `1{}`, wantErr: true},
 		{name: "huge ack id", msg: `299999999999999999999["m"]`, wantErr: true},
 	}

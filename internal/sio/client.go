@@ -3,6 +3,7 @@ package sio
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -20,16 +21,21 @@ type client struct {
 	mu      sync.Mutex
 	sockets []*Conn // one per namespace; a slice, as clients join one or a few
 	closed  bool
+	// transport is the session's transport as counted in the metrics (and that of its sockets,
+	// Conn.transport), changed by OnUpgrade.
+	transport string
 
 	pending     *protocol.Packet // a binary packet waiting for its attachments
 	want        int
 	attachments [][]byte
+	size        int64 // bytes of the pending packet so far, header and attachments
 
 	connectTimer *time.Timer
 }
 
 func newClient(s *Server, conn *engine.Conn) *client {
-	cl := &client{srv: s, conn: conn}
+	cl := &client{srv: s, conn: conn, transport: conn.Transport()}
+	s.metrics.SessionOpened(cl.transport)
 	cl.mu.Lock() // the timer may fire before newClient returns
 	defer cl.mu.Unlock()
 	cl.connectTimer = time.AfterFunc(s.opts.ConnectTimeout, func() {
@@ -44,9 +50,16 @@ func newClient(s *Server, conn *engine.Conn) *client {
 }
 
 func (cl *client) OnMessage(data []byte, binary bool) {
+	cl.srv.metrics.Received(len(data))
 	if binary {
 		if cl.pending == nil {
 			cl.fail(protocol.ErrUnexpectedData)
+			return
+		}
+		// A packet and its attachments together are held to the max payload: otherwise one packet
+		// could make the server hold MaxAttachments times as much.
+		if cl.size += int64(len(data)); cl.size > cl.srv.maxPayload {
+			cl.fail(errPacketTooLarge)
 			return
 		}
 		cl.attachments = append(cl.attachments, data)
@@ -74,7 +87,7 @@ func (cl *client) OnMessage(data []byte, binary bool) {
 		return
 	}
 	if want > 0 {
-		cl.pending, cl.want = &p, want
+		cl.pending, cl.want, cl.size = &p, want, int64(len(data))
 		return
 	}
 	if p.Type == protocol.BinaryEvent || p.Type == protocol.BinaryAck {
@@ -86,9 +99,12 @@ func (cl *client) OnMessage(data []byte, binary bool) {
 	cl.onPacket(&p)
 }
 
-// fail closes the connection on a packet that does not decode, as Node does.
+var errPacketTooLarge = errors.New("packet and its attachments larger than the max payload")
+
+// fail closes the connection on a packet that does not decode or is too large, as Node does, and
+// logs why (once per connection: the connection is closed).
 func (cl *client) fail(err error) {
-	cl.srv.log.Debug("parse error", "conn", cl.conn.ID(), "err", err)
+	cl.srv.log.Info("closing connection: bad packet", "conn", cl.conn.ID(), "remote", cl.conn.Request().RemoteAddr, "err", err)
 	cl.conn.Close("parse error")
 }
 
@@ -117,7 +133,18 @@ func (cl *client) onPacket(p *protocol.Packet) {
 			cl.fail(protocol.ErrPayload)
 			return
 		}
-		c.enqueue(queued{event: event, msg: &Message{Args: args[1:], Attachments: p.Attachments}, ackID: p.ID, ack: p.HasID})
+		c.nsp.metrics.EventReceived()
+		if m := cl.srv.monitor; m != nil {
+			m.Event(c, true, p.Data)
+		}
+		q := queued{event: event, msg: &Message{Args: args[1:], Attachments: p.Attachments}, ackID: p.ID, ack: p.HasID}
+		if c.guard != nil {
+			if err := c.guard(event); err != nil {
+				c.refuse(q, err)
+				return
+			}
+		}
+		c.enqueue(q)
 	case p.Type == protocol.Ack || p.Type == protocol.BinaryAck:
 		args, err := protocol.Args(p.Data)
 		if err != nil {
@@ -132,11 +159,13 @@ func (cl *client) onPacket(p *protocol.Packet) {
 // client it is connected, so that an event the client sends right after is never refused.
 func (cl *client) connect(p *protocol.Packet) {
 	n, ok := cl.srv.Lookup(p.Nsp)
+	req := cl.conn.Request()
 	if !ok {
+		cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", p.Nsp, "reason", "invalid_namespace", "remote", req.RemoteAddr)
+		cl.srv.metrics.HandshakeRefused("invalid_namespace")
 		cl.connectError(p.Nsp, &Error{Message: "Invalid namespace"}) // no code: the same packet as Node
 		return
 	}
-	req := cl.conn.Request()
 	h := &Handshake{
 		Headers: req.Header,
 		Query:   req.Query,
@@ -153,7 +182,12 @@ func (cl *client) connect(p *protocol.Packet) {
 	for _, m := range n.middleware {
 		if err := m(context.Background(), h, h.Auth); err != nil {
 			e := asError(err)
-			cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", n.name, "reason", e.Code, "remote", req.RemoteAddr)
+			reason := e.Code
+			if reason == "" {
+				reason = "refused"
+			}
+			cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", n.name, "reason", reason, "remote", req.RemoteAddr)
+			cl.srv.metrics.HandshakeRefused(reason)
 			cl.connectError(p.Nsp, e)
 			return
 		}
@@ -165,14 +199,22 @@ func (cl *client) connect(p *protocol.Packet) {
 		return
 	}
 	cl.sockets = append(cl.sockets, c)
+	c.transport = cl.transport
 	cl.mu.Unlock()
 	cl.stopConnectTimer()
 	n.add(c)
+	if len(h.Rooms) > 0 {
+		n.adapter.Join(c.id, h.Rooms...)
+	}
+	n.metrics.Connected(c.transport)
 	data, _ := json.Marshal(struct {
 		SID string `json:"sid"`
 	}{c.id})
 	c.send(&protocol.Packet{Type: protocol.Connect, Nsp: n.name, Data: data})
-	cl.srv.log.Info("connect", "sid", c.id, "nsp", n.name, "transport", cl.conn.Transport(), "remote", req.RemoteAddr, "conn", cl.conn.ID())
+	cl.srv.log.Info("connect", "sid", c.id, "nsp", n.name, "transport", c.transport, "remote", req.RemoteAddr, "conn", cl.conn.ID())
+	if m := cl.srv.monitor; m != nil {
+		m.Connected(c)
+	}
 	for _, f := range n.onConnect {
 		f(c)
 	}
@@ -191,7 +233,10 @@ func (cl *client) connectError(nsp string, e *Error) {
 		}{e.Message, map[string]string{"code": e.Code}})
 	}
 	p := &protocol.Packet{Type: protocol.ConnectError, Nsp: nsp, Data: data}
-	cl.conn.Send(encodePacket(p)...)
+	pkts := encodePacket(p)
+	if cl.conn.Send(pkts...) {
+		cl.srv.sent(pkts, 1)
+	}
 }
 
 // stopConnectTimer stops the connect timeout and lets the timer go (it would stay with the
@@ -231,12 +276,29 @@ func (cl *client) detach(c *Conn) bool {
 
 func (cl *client) OnUpgrade(transport string) {
 	cl.mu.Lock()
-	ids := make([]string, 0, len(cl.sockets))
-	for _, c := range cl.sockets {
-		ids = append(ids, c.id)
+	if cl.closed || cl.transport == transport {
+		cl.mu.Unlock()
+		return
+	}
+	from := cl.transport
+	cl.transport = transport
+	sockets := slices.Clone(cl.sockets)
+	for _, c := range sockets {
+		c.transport = transport
 	}
 	cl.mu.Unlock()
+	cl.srv.metrics.SessionUpgraded(from, transport)
+	ids := make([]string, 0, len(sockets))
+	for _, c := range sockets {
+		ids = append(ids, c.id)
+		c.nsp.metrics.Upgraded(from, transport)
+	}
 	cl.srv.log.Info("upgrade", "conn", cl.conn.ID(), "sids", ids, "transport", transport)
+	if m := cl.srv.monitor; m != nil {
+		for _, c := range sockets {
+			m.Upgraded(c, transport)
+		}
+	}
 }
 
 func (cl *client) OnClose(reason string) {
@@ -245,8 +307,10 @@ func (cl *client) OnClose(reason string) {
 	cl.closed = true
 	sockets := cl.sockets
 	cl.sockets = nil
+	transport := cl.transport
 	cl.mu.Unlock()
 	for _, c := range sockets {
 		c.onClose(reason)
 	}
+	cl.srv.metrics.SessionClosed(transport, reason)
 }

@@ -27,6 +27,13 @@ type Handshake struct {
 	Issued  int64               `json:"issued"`
 	URL     string              `json:"url"`
 	Auth    json.RawMessage     `json:"auth"`
+
+	// Set by handshake middleware, for the socket it admits (never sent anywhere):
+	// Session is what the socket's later handlers need of the handshake, e.g. its authenticated
+	// identity; Rooms are rooms the socket is in from the start, before the client hears that it
+	// is connected (e.g. the user's personal room).
+	Session any      `json:"-"`
+	Rooms   []string `json:"-"`
 }
 
 // Conn is a socket: one client's connection to one namespace.
@@ -35,6 +42,7 @@ type Conn struct {
 	nsp       *Namespace
 	client    *client
 	handshake *Handshake
+	transport string // guarded by client.mu; see client.transport
 
 	mu        sync.Mutex
 	connected bool
@@ -52,6 +60,9 @@ type Conn struct {
 	// inline: a handler is running on the connection's reader. If it waits for a client ack, the
 	// reader is handed over (see EmitWithAck) so that the ack can be read.
 	inline atomic.Bool
+
+	// guard, if set (Guard), is asked on the reader before each incoming event is queued.
+	guard func(event string) error
 }
 
 type queued struct {
@@ -68,6 +79,11 @@ func newConn(id string, n *Namespace, cl *client, h *Handshake) *Conn {
 
 // ID returns the socket id.
 func (c *Conn) ID() string { return c.id }
+
+// ClientID returns the id of the socket's connection (the Engine.IO session id), which its sockets
+// in other namespaces share. It is the session's credential for long-polling requests: show it to
+// administrators only.
+func (c *Conn) ClientID() string { return c.client.conn.ID() }
 
 // Namespace returns the socket's namespace.
 func (c *Conn) Namespace() *Namespace { return c.nsp }
@@ -108,19 +124,42 @@ func (c *Conn) Connected() bool {
 
 // Join adds the socket to rooms; it does nothing once the socket has disconnected.
 func (c *Conn) Join(rooms ...string) {
+	m := c.nsp.srv.monitor
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.connected {
-		c.nsp.adapter.Join(c.id, rooms...)
+	if !c.connected {
+		c.mu.Unlock()
+		return
+	}
+	var joined []string
+	if m != nil {
+		// Which rooms are new, for the monitor; under c.mu, which every change of c's rooms holds.
+		had := c.nsp.adapter.Rooms(c.id)
+		for _, r := range rooms {
+			if !slices.Contains(had, r) && !slices.Contains(joined, r) {
+				joined = append(joined, r)
+			}
+		}
+	}
+	c.nsp.adapter.Join(c.id, rooms...)
+	c.mu.Unlock()
+	for _, r := range joined {
+		m.Joined(c, r)
 	}
 }
 
 // Leave removes the socket from room.
 func (c *Conn) Leave(room string) {
+	m := c.nsp.srv.monitor
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.connected {
-		c.nsp.adapter.Leave(c.id, room)
+	if !c.connected {
+		c.mu.Unlock()
+		return
+	}
+	was := m != nil && slices.Contains(c.nsp.adapter.Rooms(c.id), room)
+	c.nsp.adapter.Leave(c.id, room)
+	c.mu.Unlock()
+	if was {
+		m.Left(c, room)
 	}
 }
 
@@ -138,7 +177,16 @@ func (c *Conn) Emit(event string, args ...any) error {
 		return err
 	}
 	c.send(p)
+	c.sentEvent(p)
 	return nil
+}
+
+// sentEvent counts an event sent to this socket alone and shows it to the monitor.
+func (c *Conn) sentEvent(p *protocol.Packet) {
+	c.nsp.metrics.EventsSent(1)
+	if m := c.nsp.srv.monitor; m != nil {
+		m.Event(c, false, p.Data)
+	}
 }
 
 var ErrDisconnected = errors.New("socket disconnected")
@@ -165,7 +213,9 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 	c.acks[id] = func(m *Message) { ch <- m }
 	c.mu.Unlock()
 	p.ID, p.HasID = id, true
+	sent := time.Now()
 	c.send(p)
+	c.sentEvent(p)
 	if c.inline.CompareAndSwap(true, false) {
 		// This handler runs on the connection's reader, which must go on reading for the ack to
 		// arrive: hand the reading over to a new goroutine; later events queue behind this handler.
@@ -176,6 +226,7 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 		if m == nil {
 			return nil, ErrDisconnected
 		}
+		c.nsp.metrics.AckRoundTrip(m.at.Sub(sent))
 		return m, nil
 	case <-ctx.Done():
 		c.mu.Lock()
@@ -186,22 +237,53 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 }
 
 func (c *Conn) send(p *protocol.Packet) {
-	c.client.conn.Send(encodePacket(p)...)
+	pkts := encodePacket(p)
+	if c.client.conn.Send(pkts...) {
+		c.nsp.srv.sent(pkts, 1)
+	}
 }
 
 // Disconnect removes the socket from its namespace, telling the client (which then does not reconnect
 // by itself); with closeConn the whole connection is closed too.
-func (c *Conn) Disconnect(closeConn bool) {
+func (c *Conn) Disconnect(closeConn bool) { c.disconnect("", closeConn) }
+
+// EventDisconnect is the event that tells a client why the server is about to disconnect it
+// (DisconnectWith); its one argument is {code, message}.
+const EventDisconnect = "chorus:disconnect"
+
+// DisconnectWith disconnects the socket like Disconnect, telling the client why first: it receives
+// the event EventDisconnect with e ({code, message}), then the disconnect. e.Code is the socket's
+// disconnect reason (OnDisconnect, the log).
+func (c *Conn) DisconnectWith(e *Error, closeConn bool) {
+	if c.Connected() {
+		c.Emit(EventDisconnect, e)
+	}
+	c.disconnect(e.Code, closeConn)
+}
+
+func (c *Conn) disconnect(reason string, closeConn bool) {
 	if closeConn {
+		if reason == "" {
+			reason = "forced server close"
+		}
 		c.send(&protocol.Packet{Type: protocol.Disconnect, Nsp: c.nsp.name})
-		c.client.conn.Close("forced server close")
+		c.client.conn.Close(reason)
 		return
+	}
+	if reason == "" {
+		reason = "server namespace disconnect"
 	}
 	if c.client.detach(c) {
 		c.send(&protocol.Packet{Type: protocol.Disconnect, Nsp: c.nsp.name})
-		c.onClose("server namespace disconnect")
+		c.onClose(reason)
 	}
 }
+
+// Guard sets a function asked, on the connection's reader, before each event the client sends is
+// queued for its handler: nil lets the event through; an error refuses it (the client gets it in its
+// ack if it asked for one: an *Error keeps its code) and the handler does not run. Set it from an
+// OnConnect function, before the socket's first event is read; it may call DisconnectWith.
+func (c *Conn) Guard(f func(event string) error) { c.guard = f }
 
 // onAck resolves a pending EmitWithAck.
 func (c *Conn) onAck(id uint64, m *Message) {
@@ -210,6 +292,7 @@ func (c *Conn) onAck(id uint64, m *Message) {
 	delete(c.acks, id)
 	c.mu.Unlock()
 	if ok {
+		m.at = time.Now()
 		f(m)
 	}
 }
@@ -290,6 +373,11 @@ func (c *Conn) dispatch(q queued) {
 		}
 		return
 	}
+	c.ack(q, resp, err)
+}
+
+// ack answers request q with resp, or with {ok:false, error} if err is not nil.
+func (c *Conn) ack(q queued, resp any, err error) {
 	var args []any
 	if err != nil {
 		args = []any{errorAck{OK: false, Error: asError(err)}}
@@ -300,10 +388,19 @@ func (c *Conn) dispatch(q queued) {
 	}
 	data, attachments, encErr := encodeArgs(nil, args)
 	if encErr != nil {
-		log.Error("ack encoding failed", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", encErr)
+		c.nsp.srv.log.Error("ack encoding failed", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", encErr)
 		data, attachments, _ = encodeArgs(nil, []any{errorAck{Error: &Error{Code: CodeInternal, Message: "internal error"}}})
 	}
 	c.send(&protocol.Packet{Type: protocol.Ack, Nsp: c.nsp.name, ID: q.ackID, HasID: true, Data: data, Attachments: attachments})
+}
+
+// refuse answers request q, which its guard refused, without running it.
+func (c *Conn) refuse(q queued, err error) {
+	if q.ack {
+		c.ack(q, nil, err)
+		return
+	}
+	c.nsp.srv.log.Debug("request refused", "sid", c.id, "nsp", c.nsp.name, "event", q.event, "err", err)
 }
 
 func (c *Conn) run(h handlerFunc, q queued) (resp any, err error) {
@@ -324,6 +421,11 @@ func (c *Conn) onClose(reason string) {
 		return
 	}
 	c.connected = false
+	mon := c.nsp.srv.monitor
+	var rooms []string
+	if mon != nil {
+		rooms = c.Rooms()
+	}
 	c.nsp.adapter.LeaveAll(c.id)
 	acks := c.acks
 	c.acks = nil
@@ -338,10 +440,18 @@ func (c *Conn) onClose(reason string) {
 	}
 	c.qmu.Unlock()
 	c.nsp.remove(c)
+	// c is detached from its client by now, so its transport no longer changes.
+	c.client.mu.Lock()
+	transport := c.transport
+	c.client.mu.Unlock()
+	c.nsp.metrics.Disconnected(transport, reason)
+	if mon != nil {
+		mon.Disconnected(c, reason, rooms)
+	}
 	for _, f := range c.nsp.onDisconnect {
 		f(c, reason)
 	}
-	c.nsp.srv.log.Info("disconnect", "sid", c.id, "nsp", c.nsp.name, "reason", reason,
+	c.nsp.srv.log.Info("disconnect", "sid", c.id, "nsp", c.nsp.name, "transport", transport, "reason", reason,
 		"duration", time.Since(c.handshake.Time).Round(time.Millisecond))
 }
 

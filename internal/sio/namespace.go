@@ -26,6 +26,7 @@ type Namespace struct {
 	srv     *Server
 	name    string
 	adapter adapter.Adapter
+	metrics NamespaceMetrics
 
 	middleware   []Middleware
 	handlers     map[string]handlerFunc
@@ -39,6 +40,7 @@ type Namespace struct {
 
 func newNamespace(s *Server, name string) *Namespace {
 	n := &Namespace{srv: s, name: name, handlers: make(map[string]handlerFunc), sockets: make(map[string]*Conn)}
+	n.metrics = s.metrics.Namespace(name)
 	n.adapter = s.opts.Adapter(n)
 	return n
 }
@@ -131,6 +133,7 @@ func (n *Namespace) Emit(opts adapter.BroadcastOptions, event string, args ...an
 // writes are scheduled together.
 func (n *Namespace) Deliver(p *protocol.Packet, ids []string, volatile bool) {
 	if len(ids) == 0 {
+		n.metrics.Broadcast(0)
 		return
 	}
 	pkts := encodePacket(p)
@@ -144,7 +147,22 @@ func (n *Namespace) Deliver(p *protocol.Packet, ids []string, volatile bool) {
 		conns = append(conns, c.client.conn)
 	}
 	n.mu.RUnlock()
+	// Counted first: a recipient that reads its message and then the metrics finds it counted.
+	n.metrics.Broadcast(len(conns))
+	n.srv.sent(pkts, len(conns))
 	engine.Broadcast(conns, pkts)
+}
+
+// sent counts pkts queued for recipients sessions.
+func (s *Server) sent(pkts []engine.Packet, recipients int) {
+	if recipients == 0 {
+		return
+	}
+	size := 0
+	for _, p := range pkts {
+		size += len(p.Data)
+	}
+	s.metrics.Sent(len(pkts)*recipients, size*recipients)
 }
 
 // encodePacket turns p into its Engine.IO messages: the text header+payload, then each attachment.

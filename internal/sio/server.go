@@ -30,16 +30,21 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// Logger receives lifecycle events; nil discards them.
 	Logger *slog.Logger
+	// Metrics receives counts and timings (see Metrics); nil means none.
+	Metrics Metrics
 }
 
 // Server is a Socket.IO server; it is an http.Handler for the /socket.io/ path.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	engine *engine.Server
+	opts    Options
+	log     *slog.Logger
+	engine  *engine.Server
+	metrics Metrics
+	monitor Monitor // nil unless SetMonitor
 
-	draining atomic.Bool
-	emitted  atomic.Uint64 // broadcasts made through Namespace.Emit (Emitted)
+	draining   atomic.Bool
+	emitted    atomic.Uint64 // broadcasts made through Namespace.Emit (Emitted)
+	maxPayload int64         // the engine's: also the most a packet and its attachments may add up to
 
 	mu       sync.RWMutex
 	static   map[string]*Namespace
@@ -62,7 +67,13 @@ func NewServer(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, log: opts.Logger, static: make(map[string]*Namespace)}
+	if opts.Metrics == nil {
+		opts.Metrics = noMetrics{}
+	}
+	s := &Server{opts: opts, log: opts.Logger, metrics: opts.Metrics, static: make(map[string]*Namespace), maxPayload: opts.Engine.MaxPayload}
+	if s.maxPayload <= 0 {
+		s.maxPayload = 1e6 // the engine's default
+	}
 	eo := opts.Engine
 	allow := eo.AllowRequest
 	eo.AllowRequest = func(r *http.Request) error {
@@ -73,6 +84,13 @@ func NewServer(opts Options) *Server {
 			return allow(r)
 		}
 		return nil
+	}
+	onRefuse := eo.OnRefuse
+	eo.OnRefuse = func(reason string) {
+		s.metrics.HandshakeRefused(reason)
+		if onRefuse != nil {
+			onRefuse(reason)
+		}
 	}
 	eo.OnOpen = func(c *engine.Conn) engine.Handler { return newClient(s, c) }
 	if eo.Logger == nil {
@@ -86,6 +104,9 @@ func NewServer(opts Options) *Server {
 type drainingError struct{}
 
 func (drainingError) Error() string { return "server is shutting down" }
+
+// Reason is the refusal's reason in logs and metrics (engine.Options.AllowRequest).
+func (drainingError) Reason() string { return "draining" }
 
 var errDraining error = drainingError{}
 

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -60,8 +61,17 @@ func (e *ConnectError) Error() string { return "connect_error: " + e.Message }
 
 // Dial connects over WebSocket to base (http://host:port) and joins nsp with auth (nil for none).
 func Dial(ctx context.Context, base, nsp string, auth any) (*Client, error) {
+	return DialHeader(ctx, base, nsp, auth, nil)
+}
+
+// DialHeader is Dial with extra headers on the WebSocket handshake (e.g. Authorization, Origin).
+func DialHeader(ctx context.Context, base, nsp string, auth any, header http.Header) (*Client, error) {
 	u := strings.Replace(base, "http", "ws", 1) + "/socket.io/?EIO=4&transport=websocket"
-	conn, br, _, err := ws.Dial(ctx, u)
+	d := ws.Dialer{}
+	if header != nil {
+		d.Header = ws.HandshakeHeaderHTTP(header)
+	}
+	conn, br, _, err := d.Dial(ctx, u)
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +151,13 @@ func (c *Client) writeText(b []byte) error {
 
 // WriteRaw sends one Engine.IO text packet as it is (e.g. "42[\"x\"]").
 func (c *Client) WriteRaw(s string) error { return c.writeText([]byte(s)) }
+
+// WriteBinary sends one binary WebSocket message (an attachment) as it is.
+func (c *Client) WriteBinary(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return wsutil.WriteClientBinary(c.conn, b)
+}
 
 func (c *Client) read() {
 	defer close(c.done)

@@ -34,7 +34,9 @@ func targets(cfg config) []target {
 			return []string{cfg.nodeBin, cfg.nodeScript}, []string{"CHORUS_ADDR=" + addr, "CHORUS_API_KEY=bench"}
 		}},
 		{name: "chorus", polling: true, cluster: true, command: func(addr string) ([]string, []string) {
-			return []string{cfg.chorusBin, "-addr", addr, "-log-format", "json", "-log-level", "warn"}, []string{"CHORUS_API_KEY=bench"}
+			// The load comes from one address: the per-address connection limits are off.
+			return []string{cfg.chorusBin, "-addr", addr, "-log-format", "json", "-log-level", "warn",
+				"-max-conns-per-ip", "0", "-handshake-rate", "0", "-max-conns", "0"}, []string{"CHORUS_API_KEY=bench"}
 		}},
 	}
 }

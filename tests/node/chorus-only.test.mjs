@@ -1,6 +1,6 @@
 // Features of chorus that the Node reference server does not have, or where chorus is stricter
 // than Node: drain on SIGTERM, payload limits, malformed polling bodies. Skipped only when
-// E2E_TARGET=reference.
+// E2E_TARGET=reference. Authentication is in auth.test.mjs, limits and origins in limits.test.mjs.
 
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -100,9 +100,12 @@ describe("payload limits and malformed input", () => {
     assert.deepEqual(await ack(c, "publish", { room, event: "after", data: 1 }), { ok: true });
     await waitFor(() => evB.some((e) => e.event === "after"), { message: "B got 'after'" });
     assert.deepEqual(evB.map((e) => e.event), ["small", "after"], "the oversize message reached nobody");
+    await waitFor(() => server.logs.some((l) => l.msg === "closing connection: input larger than the max payload" && l.transport === "websocket"), {
+      message: "the reason is logged",
+    });
   });
 
-  test("a chunked polling POST over CHORUS_MAX_PAYLOAD gets 413 and none of its events are handled", T, async () => {
+  test("a chunked polling POST over CHORUS_MAX_PAYLOAD gets 413, closes its session, and none of its events are handled", T, async () => {
     const { url, port } = await getServer();
     const room = unique();
     const b = await connect(url, TRANSPORTS.websocket);
@@ -125,6 +128,12 @@ describe("payload limits and malformed input", () => {
     await waitFor(() => evB.some((e) => e.event === "after"), { message: "B got 'after'" });
     const flood = evB.filter((e) => e.event === "flood").length;
     assert.equal(flood, 0, `${flood} of the ${packets.length} events of the refused POST were handled`);
+
+    // The session is closed: its next poll is refused at once (unknown session), and the reason is logged.
+    const next = await httpRequest(`${url}/socket.io/?EIO=4&transport=polling&sid=${sid}`, { timeoutMs: 3_000 });
+    assert.equal(next.status, 400, `GET after the oversize POST: ${next.status} ${next.text}`);
+    assert.ok(server.logs.some((l) => l.msg === "closing connection: input larger than the max payload" && l.transport === "polling"), "the reason is logged");
+    assert.ok(b.connected, "other clients stay connected");
   });
 
   test("a malformed polling POST gets 400 and closes the session", T, async () => {

@@ -11,7 +11,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { ack, chorusOnly, connect, startServer, TRANSPORTS, unique, waitFor } from "../node/harness.mjs";
+import { ack, chorusOnly, connect, httpRequest, startServer, TRANSPORTS, unique, waitFor } from "../node/harness.mjs";
 
 const RATE = 1000; // messages a second to the room
 const PAYLOAD = "x".repeat(1024);
@@ -107,8 +107,25 @@ test("a client that stops reading is disconnected as a slow_consumer; the others
     const base = p99(r.delays.slice(0, baseline));
     const during = p99(r.delays.slice(baseline));
     t.diagnostic(`${r.transport} reader: ${sent} messages; latency p99 ${base} ms before, ${during} ms with the slow client`);
-    assert.ok(during <= 3 * base + 250, `${r.transport} reader: p99 latency ${during} ms with the slow client, ${base} ms before`);
+    // A reader held up behind the slow client would stall for the write timeout (seconds); a shared
+    // CI machine moves p99 by hundreds of milliseconds between two phases on its own.
+    const bound = Math.max(3 * base + 250, 2000);
+    assert.ok(during <= bound, `${r.transport} reader: p99 latency ${during} ms with the slow client, ${base} ms before`);
   }
+
+  // The metrics count the disconnection by its reason: the socket's and its Engine.IO session's.
+  const want = [
+    'chorus_disconnections_total{namespace="/",reason="slow_consumer"} 1',
+    'chorus_sessions_closed_total{reason="slow_consumer"} 1',
+  ];
+  let lines = [];
+  await waitFor(async () => {
+    lines = (await httpRequest(`${server.url}/metrics`)).text.split("\n");
+    return want.every((w) => lines.includes(w));
+  }).catch(() => {
+    const got = lines.filter((l) => l.includes("slow_consumer"));
+    assert.deepEqual(got.filter((l) => want.includes(l)), want, `slow_consumer series in /metrics: ${got.join(", ") || "none"}`);
+  });
   t.diagnostic(
     `slow client disconnected ${goneAt - pausedAt} ms after it stopped reading (${RATE}/s of ${PAYLOAD.length} B); chorus RSS ${rss0.toFixed(1)} MB before, ${rssPeak.toFixed(1)} MB at most`,
   );
