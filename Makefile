@@ -4,7 +4,7 @@ BIN     ?= ./chorus
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/chorus-rt/chorus/internal/app.Version=$(VERSION)
 
-.PHONY: run build deps test test-go test-e2e test-reliability check-fmt vet conformance bench load soak soak-long reliability-long cluster clean
+.PHONY: run build deps test test-go test-e2e test-reliability test-browser check-fmt vet conformance bench load soak soak-long reliability-long cluster clean
 
 ## run: install the front-end packages if missing, build, and run chorus on :3000
 run: node_modules build
@@ -20,9 +20,9 @@ node_modules: package-lock.json
 deps: node_modules
 
 ## test: every test: formatting, vet, Go tests with -race, the end-to-end suite with the stock client
-## (tests/node), the browser tests (tests/browser: playwright-core driving Debian's chromium), and the
-## short form of the reliability suite (tests/reliability)
-test: check-fmt vet test-go test-e2e test-reliability
+## (tests/node), the short form of the reliability suite (tests/reliability), then the browser tests
+## (tests/browser: the demo and the Admin UI, playwright-core driving Debian's chromium)
+test: check-fmt vet test-go test-e2e test-reliability test-browser
 
 check-fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -39,6 +39,11 @@ test-e2e: node_modules build
 
 test-reliability: node_modules build
 	CHORUS_BIN=$(BIN) npm run --silent test:reliability
+
+## test-browser: the demo page, its client module and the Admin UI in Debian's headless chromium (playwright-core;
+## CHROMIUM_BIN overrides `command -v chromium`); screenshots in test-artifacts/browser/
+test-browser: node_modules build
+	CHORUS_BIN=$(BIN) npm run --silent test:browser
 
 ## conformance: the official engine.io-protocol and socket.io-protocol suites against chorus
 ## (ENGINEIO_PROTOCOL_DIR and SOCKETIO_PROTOCOL_DIR point at fetched checkouts; nothing is committed)

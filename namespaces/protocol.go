@@ -61,6 +61,9 @@ func (r *publishReq) Validate() error {
 	if err := rooms.ValidateName(r.Room); err != nil {
 		return sio.Errorf(CodeInvalidRoom, "%s", err)
 	}
+	if rooms.IsServerRoom(r.Room) {
+		return sio.Errorf(CodeForbidden, "%q is reserved for chorus: clients cannot publish to it", r.Room)
+	}
 	switch {
 	case r.Event == nil || *r.Event == "":
 		return sio.Errorf(sio.CodeInvalidArgument, "publish: event must be a non-empty string")
@@ -107,6 +110,9 @@ func joined(c *sio.Conn, g rooms.Grant, room string) (n int, in bool) {
 // not deduplicate.
 func Register(n *sio.Namespace, policy rooms.Policy, dedup adapter.Deduper, log *slog.Logger) {
 	sio.Handle(n, "join", func(ctx context.Context, c *sio.Conn, room string) (OK, error) {
+		if rooms.IsServerRoom(room) && room != rooms.StatsRoom {
+			return OK{}, sio.Errorf(CodeForbidden, "rooms starting with %q are reserved for chorus", rooms.ServerRoomPrefix)
+		}
 		if err := rooms.ValidateName(room); err != nil {
 			return OK{}, sio.Errorf(CodeInvalidRoom, "%s", err)
 		}

@@ -141,3 +141,14 @@ func Match(pattern, name string) bool {
 
 // IsPattern reports whether s contains a wildcard.
 func IsPattern(s string) bool { return strings.Contains(s, "*") }
+
+// ServerRoomPrefix starts the names of the rooms chorus itself publishes to. Clients cannot publish
+// to them, and may join only StatsRoom (under the namespace's policy, like any room).
+const ServerRoomPrefix = "chorus:"
+
+// StatsRoom is the room whose members on a node receive that node's stats every second
+// (docs/protocol.md, "Server stats").
+const StatsRoom = "chorus:stats"
+
+// IsServerRoom reports whether room is reserved for chorus.
+func IsServerRoom(room string) bool { return strings.HasPrefix(room, ServerRoomPrefix) }

@@ -1,15 +1,18 @@
-// Package web serves the chorus demo page: a small live client for the join / leave / publish
-// protocol (docs/protocol.md) built on the stock socket.io-client.
+// Package web serves the chorus demo page (rooms, chat and a live dashboard of the node's stats) and
+// the browser client module it is built on, chorus-client.js: a connection manager on the stock
+// socket.io-client that applications can copy (README, "The browser client module").
 //
-// The page itself is embedded in the binary. The socket.io client is third-party code installed by
-// npm and never committed, so it is read from disk on every request: running `npm ci` after chorus
-// started is enough, no restart needed.
+// The page and the module are embedded in the binary. The socket.io client is third-party code
+// installed by npm and never committed, so it is read from disk on every request: running `npm ci`
+// after chorus started is enough, no restart needed. The page maps the bare import "socket.io-client"
+// to the client's ES module build with an import map.
 package web
 
 import (
 	"bytes"
 	"crypto/sha256"
 	_ "embed"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 )
 
@@ -31,6 +35,8 @@ var (
 	indexHTML []byte
 	//go:embed static/app.js
 	appJS []byte
+	//go:embed static/chorus-client.js
+	clientJS []byte
 	//go:embed static/style.css
 	styleCSS []byte
 )
@@ -40,20 +46,34 @@ const (
 	contentTypeJS   = "text/javascript; charset=utf-8"
 	contentTypeCSS  = "text/css; charset=utf-8"
 	contentTypeJSON = "application/json; charset=utf-8"
-
-	// pageCSP allows the page only its own origin: its script, style, the vendored client, and the
-	// socket.io connection (CSP Level 3 browsers match same-origin ws: and wss: with 'self').
-	// data: images are for the empty favicon, which spares a 404 in every browser console.
-	pageCSP = "default-src 'self'; connect-src 'self'; img-src 'self' data:; " +
-		"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
-// Handler serves the demo page (embedded with go:embed from web/static) at "/" and the stock
-// socket.io client at "/vendor/socket.io.min.js" (and its .map) read from clientDir on disk
-// (default in config: node_modules/socket.io-client/dist; "" means DefaultClientDir), because
-// third-party code is installed by npm, never committed. If the client file is missing,
-// "/vendor/socket.io.min.js" answers 503 with a plain message telling the operator to run `npm ci`,
-// and the page still loads.
+// pageCSP allows the page only its own origin: its scripts, style, the vendored client, and the
+// socket.io connection (CSP Level 3 browsers match same-origin ws: and wss: with 'self'); the one
+// inline script, the import map, is allowed by its hash. data: images are for the empty favicon,
+// which spares a 404 in every browser console.
+var pageCSP = "default-src 'self'; script-src 'self'" + inlineScriptHashes(indexHTML) +
+	"; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+var inlineScript = regexp.MustCompile(`(?s)<script type="importmap">(.*?)</script>`)
+
+// inlineScriptHashes returns the CSP sources (" 'sha256-…'") of page's import maps.
+func inlineScriptHashes(page []byte) string {
+	var out string
+	for _, m := range inlineScript.FindAllSubmatch(page, -1) {
+		sum := sha256.Sum256(m[1])
+		out += " 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+	}
+	return out
+}
+
+// Handler serves the demo page (embedded with go:embed from web/static) at "/", the client module at
+// "/chorus-client.js", and the stock socket.io client's builds at "/vendor/socket.io.esm.min.js"
+// (the ES module the page imports) and "/vendor/socket.io.min.js" (the classic script, for pages
+// that load io() as a global), each with its .map, read from clientDir on disk (default in config:
+// node_modules/socket.io-client/dist; "" means DefaultClientDir), because third-party code is
+// installed by npm, never committed. If a client file is missing, it answers 503 with a plain
+// message telling the operator to run `npm ci`, and the page still loads.
 //
 // Every response has "X-Content-Type-Options: nosniff"; the page's files have "Cache-Control:
 // no-cache" and an ETag, so browsers revalidate them cheaply. Paths other than these answer 404,
@@ -67,8 +87,11 @@ func Handler(clientDir string) http.Handler {
 	mux.Handle("GET /{$}", embedded(indexHTML, contentTypeHTML, pageCSP))
 	mux.Handle("GET /app.js", embedded(appJS, contentTypeJS, ""))
 	mux.Handle("GET /style.css", embedded(styleCSS, contentTypeCSS, ""))
-	mux.Handle("GET /vendor/socket.io.min.js", vendored(clientDir, "socket.io.min.js", contentTypeJS, true))
-	mux.Handle("GET /vendor/socket.io.min.js.map", vendored(clientDir, "socket.io.min.js.map", contentTypeJSON, false))
+	mux.Handle("GET /chorus-client.js", embedded(clientJS, contentTypeJS, ""))
+	for _, name := range []string{"socket.io.min.js", "socket.io.esm.min.js"} {
+		mux.Handle("GET /vendor/"+name, vendored(clientDir, name, contentTypeJS, true))
+		mux.Handle("GET /vendor/"+name+".map", vendored(clientDir, name+".map", contentTypeJSON, false))
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		mux.ServeHTTP(w, r)

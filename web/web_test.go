@@ -1,6 +1,8 @@
 package web
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +15,7 @@ import (
 
 const (
 	fakeClient = "/* fake socket.io client */ window.io = function () {};\n"
+	fakeESM    = "/* fake socket.io client */ export class Manager {}\n"
 	fakeMap    = `{"version":3,"sources":[],"mappings":""}`
 )
 
@@ -28,7 +31,10 @@ func serve(t *testing.T, clientDir string) string {
 func clientDir(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	for name, body := range map[string]string{"socket.io.min.js": fakeClient, "socket.io.min.js.map": fakeMap} {
+	for name, body := range map[string]string{
+		"socket.io.min.js": fakeClient, "socket.io.min.js.map": fakeMap,
+		"socket.io.esm.min.js": fakeESM, "socket.io.esm.min.js.map": fakeMap,
+	} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -81,11 +87,8 @@ func TestPage(t *testing.T) {
 	wantHeader(t, r, "Content-Type", "text/html; charset=utf-8")
 	wantHeader(t, r, "Cache-Control", "no-cache")
 	wantHeader(t, r, "X-Content-Type-Options", "nosniff")
-	if r.header.Get("Content-Security-Policy") == "" {
-		t.Error("no Content-Security-Policy on the page")
-	}
 	for _, want := range []string{
-		`<script src="/vendor/socket.io.min.js"></script>`,
+		`<script type="importmap">{"imports": {"socket.io-client": "/vendor/socket.io.esm.min.js"}}</script>`,
 		`<script type="module" src="/app.js"></script>`,
 		`<link rel="stylesheet" href="/style.css">`,
 	} {
@@ -93,8 +96,20 @@ func TestPage(t *testing.T) {
 			t.Errorf("page lacks %s", want)
 		}
 	}
+	// The import map is the one inline script: the policy allows it by its hash, and nothing else inline.
+	csp := r.header.Get("Content-Security-Policy")
+	sum := sha256.Sum256([]byte(`{"imports": {"socket.io-client": "/vendor/socket.io.esm.min.js"}}`))
+	if want := "script-src 'self' 'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "';"; !strings.Contains(csp, want) {
+		t.Errorf("Content-Security-Policy %q lacks %q", csp, want)
+	}
+	if strings.Contains(csp, "unsafe-inline") || strings.Contains(csp, "unsafe-eval") {
+		t.Errorf("Content-Security-Policy %q allows inline scripts", csp)
+	}
 	// Browser tests drive the page through these.
-	for _, id := range []string{"status", "room-input", "join-button", "leave-button", "message-input", "send-button", "messages"} {
+	for _, id := range []string{
+		"status", "attempt", "queued", "reconnect-button", "transport-select", "room-input", "join-button",
+		"leave-button", "message-input", "send-button", "messages", "stats-node", "stats-connections", "stats-rate",
+	} {
 		if !strings.Contains(r.body, `id="`+id+`" data-testid="`+id+`"`) {
 			t.Errorf("page lacks an element with id and data-testid %q", id)
 		}
@@ -122,6 +137,7 @@ func TestPageAssets(t *testing.T) {
 	}{
 		{name: "script", path: "/app.js", contentType: "text/javascript; charset=utf-8", body: appJS},
 		{name: "stylesheet", path: "/style.css", contentType: "text/css; charset=utf-8", body: styleCSS},
+		{name: "client module", path: "/chorus-client.js", contentType: "text/javascript; charset=utf-8", body: clientJS},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,6 +170,8 @@ func TestVendoredClient(t *testing.T) {
 		{name: "client", method: http.MethodGet, path: "/vendor/socket.io.min.js", contentType: "text/javascript; charset=utf-8", body: fakeClient},
 		{name: "client HEAD", method: http.MethodHead, path: "/vendor/socket.io.min.js", contentType: "text/javascript; charset=utf-8", body: ""},
 		{name: "source map", method: http.MethodGet, path: "/vendor/socket.io.min.js.map", contentType: "application/json; charset=utf-8", body: fakeMap},
+		{name: "ES module", method: http.MethodGet, path: "/vendor/socket.io.esm.min.js", contentType: "text/javascript; charset=utf-8", body: fakeESM},
+		{name: "ES module source map", method: http.MethodGet, path: "/vendor/socket.io.esm.min.js.map", contentType: "application/json; charset=utf-8", body: fakeMap},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,6 +210,9 @@ func TestMissingClient(t *testing.T) {
 	t.Parallel()
 	base := serve(t, filepath.Join(t.TempDir(), "node_modules", "socket.io-client", "dist"))
 
+	if r := do(t, http.MethodGet, base+"/vendor/socket.io.esm.min.js", nil); r.status != http.StatusServiceUnavailable || !strings.Contains(r.body, "npm ci") {
+		t.Errorf("GET ES module client = %d %q, want 503 telling to run npm ci", r.status, r.body)
+	}
 	r := do(t, http.MethodGet, base+"/vendor/socket.io.min.js", nil)
 	if r.status != http.StatusServiceUnavailable {
 		t.Fatalf("GET client = %d, want 503", r.status)
@@ -259,13 +280,15 @@ func TestMethodNotAllowed(t *testing.T) {
 }
 
 // TestPageScript checks app.js against the page it runs in: every element it looks up exists, and
-// it never builds markup from strings.
+// neither it nor the client module builds markup from strings.
 func TestPageScript(t *testing.T) {
 	t.Parallel()
 	script, page := string(appJS), string(indexHTML)
 
-	if strings.Contains(script, "innerHTML") || strings.Contains(script, "insertAdjacentHTML") {
-		t.Error("app.js builds markup from strings; use textContent")
+	for name, js := range map[string]string{"app.js": script, "chorus-client.js": string(clientJS)} {
+		if strings.Contains(js, "innerHTML") || strings.Contains(js, "insertAdjacentHTML") {
+			t.Errorf("%s builds markup from strings; use textContent", name)
+		}
 	}
 	ids := regexp.MustCompile(`\$\("([^"]+)"\)`).FindAllStringSubmatch(script, -1)
 	if len(ids) == 0 {

@@ -80,8 +80,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		go func() { serveErr <- ms.Serve(mln) }()
 	}
 	start := time.Now()
+	nodeID := NodeID(cfg)
 	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "go", runtime.Version(), "pid", os.Getpid(),
-		"transports", cfg.Transports, "redis", cfg.RedisURL != "", "admin_ui", cfg.AdminEnabled())
+		"transports", cfg.Transports, "node", nodeID, "redis", cfg.RedisURL != "", "admin_ui", cfg.AdminEnabled())
 	if cfg.APIKey == "" {
 		log.Warn("HTTP API disabled: set CHORUS_API_KEY to enable /api/v1/emit")
 	}
@@ -96,6 +97,17 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 
 	go func() { serveErr <- hs.Serve(ln) }()
+	// The chorus:stats room's ticker; it stops before the drain.
+	statsCtx, stopStats := context.WithCancel(ctx)
+	statsDone := make(chan struct{})
+	go func() {
+		defer close(statsDone)
+		namespaces.RunStats(statsCtx, srv, namespaces.StatsOptions{Node: nodeID, Logger: log})
+	}()
+	defer func() {
+		stopStats()
+		<-statsDone
+	}()
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serve: %w", err)
@@ -243,6 +255,18 @@ func build(cfg config.Config, log *slog.Logger) node {
 	})
 	mux.Handle("/", web.Handler(cfg.ClientDir))
 	return node{srv: srv, handler: mux, metrics: metricsHandler}
+}
+
+// NodeID is the node's name in its stats: cfg.NodeID, or "<hostname>-<pid>" when that is empty.
+func NodeID(cfg config.Config) string {
+	if cfg.NodeID != "" {
+		return cfg.NodeID
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "chorus"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
 
 // sioMetrics is m as the server's metrics; nil (none) if m is.

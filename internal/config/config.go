@@ -152,6 +152,10 @@ type Config struct {
 	// Default "node_modules/socket.io-client/dist". Flag -client-dir, env CHORUS_CLIENT_DIR.
 	ClientDir string
 
+	// NodeID names this node in the stats its clients see (the chorus:stats room).
+	// Default "": the host name and the process id, "<hostname>-<pid>". Flag -node-id, env CHORUS_NODE_ID.
+	NodeID string
+
 	// RedisURL is the Redis server that joins this node to a cluster (chorus nodes,
 	// Node socket.io servers with @socket.io/redis-adapter, @socket.io/redis-emitter),
 	// in go-redis ParseURL syntax: redis://[user:password@]host:port[/db],

@@ -383,6 +383,17 @@ func TestValidate(t *testing.T) {
 			},
 		},
 		{name: "any origin", change: func(c *config.Config) { c.CORSOrigins = []string{"*"} }},
+		{name: "node id", change: func(c *config.Config) { c.NodeID = "eu-west-1a/chorus-2 ✓" }},
+		{
+			name:   "node id problems",
+			change: func(c *config.Config) { c.NodeID = strings.Repeat("n", 65) },
+			want:   []string{"CHORUS_NODE_ID: must be at most 64 bytes"},
+		},
+		{
+			name:   "node id with a newline",
+			change: func(c *config.Config) { c.NodeID = "a\nb" },
+			want:   []string{"CHORUS_NODE_ID: must not contain control characters"},
+		},
 		{name: "redis", change: func(c *config.Config) { c.RedisURL = "rediss://u:p@redis.internal:6380/2?dial_timeout=1s" }},
 		{
 			name: "redis problems",
@@ -651,7 +662,7 @@ func TestEverySettingIsRead(t *testing.T) {
 	values := map[string]string{ // a value different from the default, per setting
 		"addr": "x:1", "api-key": "k", "ping-interval": "1s", "ping-timeout": "1s", "max-payload": "1", "max-buffered": "2048",
 		"transports": "websocket", "cors-origins": "*", "drain-timeout": "1s", "log-level": "debug",
-		"log-format": "json", "client-dir": "d", "check-config": "true",
+		"log-format": "json", "client-dir": "d", "node-id": "n", "check-config": "true",
 		"redis-url": "redis://127.0.0.1:6379/1", "redis-prefix": "p", "redis-request-timeout": "1s",
 		"redis-mode": "streams", "redis-stream-maxlen": "5", "recovery": "false",
 		"recovery-max-disconnection": "30s", "recovery-max-packets": "7",

@@ -231,6 +231,12 @@ var specs = []spec{
 		field: func(c *Config) field { return (*stringField)(&c.ClientDir) },
 	},
 	{
+		flag: "node-id", env: "CHORUS_NODE_ID", key: "node_id", def: "",
+		help:  "name of this node in the server stats clients see (room `chorus:stats`); empty means `<hostname>-<pid>`",
+		field: func(c *Config) field { return (*stringField)(&c.NodeID) },
+		check: func(c *Config) error { return checkNodeID(c.NodeID) },
+	},
+	{
 		flag: "redis-url", env: "CHORUS_REDIS_URL", key: "redis_url", def: "",
 		help:  "Redis server joining this node to a cluster, e.g. redis://127.0.0.1:6379/0 (go-redis URL syntax); empty keeps the single-node adapter",
 		field: func(c *Config) field { return (*stringField)(&c.RedisURL) },

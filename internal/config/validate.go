@@ -264,6 +264,21 @@ func checkCountRange(n, limit int) error {
 	return nil
 }
 
+// maxNodeIDLen caps CHORUS_NODE_ID: it is shown to clients every second.
+const maxNodeIDLen = 64
+
+func checkNodeID(id string) error {
+	if len(id) > maxNodeIDLen {
+		return fmt.Errorf("must be at most %d bytes", maxNodeIDLen)
+	}
+	for _, r := range id {
+		if r < 0x20 || r == 0x7f {
+			return errors.New("must not contain control characters")
+		}
+	}
+	return nil
+}
+
 func checkNonNegativeNumber(v float64) error {
 	if v < 0 {
 		return fmt.Errorf("must not be negative, got %g", v)

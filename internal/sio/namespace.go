@@ -127,12 +127,13 @@ func (n *Namespace) Len() int {
 	return len(n.sockets)
 }
 
-// Emit broadcasts event with args to the sockets opts selects.
+// Emit broadcasts event with args to the sockets opts selects; Server.Emitted counts it.
 func (n *Namespace) Emit(opts adapter.BroadcastOptions, event string, args ...any) error {
 	p, err := eventPacket(n.name, event, args)
 	if err != nil {
 		return err
 	}
+	n.srv.emitted.Add(1)
 	n.adapter.Broadcast(p, opts)
 	return nil
 }

@@ -43,7 +43,8 @@ type Server struct {
 	monitor Monitor // nil unless SetMonitor
 
 	draining   atomic.Bool
-	maxPayload int64 // the engine's: also the most a packet and its attachments may add up to
+	emitted    atomic.Uint64 // broadcasts made through Namespace.Emit (Emitted)
+	maxPayload int64         // the engine's: also the most a packet and its attachments may add up to
 
 	mu       sync.RWMutex
 	static   map[string]*Namespace
@@ -169,6 +170,11 @@ func (s *Server) Namespaces() []*Namespace {
 
 // Sessions returns the number of open Engine.IO sessions.
 func (s *Server) Sessions() int { return s.engine.Len() }
+
+// Emitted returns the number of broadcasts made through Namespace.Emit on this node since it
+// started (client publishes and HTTP API emits, whatever their number of recipients); broadcasts
+// that arrive from other nodes of a cluster are not counted. Safe to call from any goroutine.
+func (s *Server) Emitted() uint64 { return s.emitted.Load() }
 
 // Drain refuses new sessions, then closes the open ones in batches spread evenly over window, so that
 // their clients reconnect elsewhere without a storm; it returns when every session is closed or ctx

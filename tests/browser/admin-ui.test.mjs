@@ -1,33 +1,24 @@
 // The stock Socket.IO Admin UI in a real browser (playwright-core driving Debian's chromium, never a
 // downloaded browser): chorus serves the UI at /admin/, the page logs in, and it shows the sockets
 // of two chorus nodes that share a redis-server, and both servers. Screenshots go to
-// tests/artifacts/ (gitignored); docs/admin-ui.png in the README is the dashboard's.
+// test-artifacts/browser/ (gitignored); docs/admin-ui.png in the README is the dashboard's. The browser
+// comes from ./browser.mjs, shared with the demo's tests.
 //
-//   CHROMIUM                  the browser to drive (default: `which chromium`; Debian: apt-get install -y chromium)
+//   CHROMIUM_BIN              the browser to drive (default: `command -v chromium`; Debian: apt-get install -y chromium)
 //   UPDATE_DOCS_SCREENSHOT=1  also write the dashboard's screenshot to docs/admin-ui.png
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { chromium } from "playwright-core";
 import { TRANSPORTS, ack, chorusOnly, connect, repoRoot, startServer, unique } from "../node/harness.mjs";
 import { startRedis } from "../node/cluster/redis.mjs";
+import { artifactsDir, launch } from "./browser.mjs";
 
 const USER = "admin";
 const PASSWORD = "browser-test-password";
-const ARTIFACTS = path.join(repoRoot, "tests/artifacts");
-
-function chromiumPath() {
-  if (process.env.CHROMIUM) return process.env.CHROMIUM;
-  try {
-    return execFileSync("which", ["chromium"], { encoding: "utf8" }).trim();
-  } catch {
-    throw new Error("chromium is not installed (Debian: apt-get install -y chromium; .ci/run installs it): the Admin UI is tested in a real browser");
-  }
-}
+const ARTIFACTS = artifactsDir;
 
 /**
  * The UI loads a web font and its icon font from CDNs. The tests run offline: the icons come from
@@ -52,7 +43,7 @@ describe("Admin UI in chromium", { skip: chorusOnly }, () => {
   let b;
   let browser;
   before(async () => {
-    const executablePath = chromiumPath();
+    browser = await launch(); // fails first, with what to install, when chromium is missing
     redis = await startRedis();
     const env = {
       CHORUS_ADMIN_USERNAME: USER,
@@ -61,11 +52,9 @@ describe("Admin UI in chromium", { skip: chorusOnly }, () => {
       CHORUS_REDIS_PREFIX: unique("browser"),
     };
     [a, b] = await Promise.all([startServer({ env }), startServer({ env })]);
-    browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox", "--disable-dev-shm-usage"] });
     mkdirSync(ARTIFACTS, { recursive: true });
   });
   after(async () => {
-    await browser?.close();
     await a?.stop();
     await b?.stop();
     await redis?.close();

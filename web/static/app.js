@@ -1,15 +1,25 @@
-// The chorus demo page: one socket.io connection, rooms, and chat over the chorus client protocol
-// (join / leave / publish with acks, see docs/protocol.md). Plain DOM, no framework. Text that
-// came from a user or the server is only ever put on the page with textContent.
+// The chorus demo page: rooms with live chat, a live dashboard of the server's stats (the
+// chorus:stats room) and a connection indicator, all on chorus-client.js (the client module this
+// page shows off). Plain DOM, no framework. Text that came from a user or the server is only ever
+// put on the page with textContent.
 //
-// Query parameters: ?transport=polling (or websocket) forces one transport; ?ns=/chat picks the namespace.
+// Query parameters: transport=websocket|polling forces one transport; ns=/chat picks the namespace;
+// room=R joins R at once; name=N sets the name; maxAttempts, reconnectDelay, reconnectDelayMax and
+// ackTimeout (ms) set the client's options; persist=0 keeps unsent messages in memory only
+// (otherwise in sessionStorage, so that a reload sends them).
 
-const ACK_TIMEOUT_MS = 5000;
-const MAX_MESSAGES = 200;
+const MAX_MESSAGES = 500;
+const CHART_POINTS = 60;
+const STATS_ROOM = "chorus:stats";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   status: $("status"),
+  attempt: $("attempt"),
+  queued: $("queued"),
+  reason: $("reason"),
+  reconnectButton: $("reconnect-button"),
+  transportSelect: $("transport-select"),
   roomForm: $("room-form"),
   roomInput: $("room-input"),
   joinButton: $("join-button"),
@@ -22,21 +32,27 @@ const ui = {
   sendButton: $("send-button"),
   messages: $("messages"),
   error: $("error"),
+  statsNode: $("stats-node"),
+  statsConnections: $("stats-connections"),
+  statsRate: $("stats-rate"),
+  statsMessages: $("stats-messages"),
+  statsUptime: $("stats-uptime"),
+  statsChart: $("stats-chart"),
+  statsAge: $("stats-age"),
 };
 
-const joined = new Set(); // rooms this socket is in, in the order they were joined
+const params = new URLSearchParams(location.search);
+const joined = new Set(); // chat rooms this page joined, in order (the stats room is not shown)
 let current = null; // the room "Send" publishes to
-let attempt = 0; // the manager's current reconnection attempt, 0 while connected
-let socket = null;
+let chorus = null; // the client, once the module has loaded
+const own = new Map(); // id → <li> of this page's messages still waiting for their ack
+const confirmed = new Set(); // rooms the server has acknowledged joining in the current session
 
-// setStatus shows the connection state; data-* attributes carry the same facts for tests.
-function setStatus(state, { transport = "", reason = "" } = {}) {
-  const s = ui.status;
-  s.dataset.state = state;
-  s.dataset.transport = transport;
-  s.dataset.attempt = String(attempt);
-  const details = [transport, attempt > 0 && `attempt ${attempt}`, reason].filter(Boolean);
-  s.textContent = details.length ? `${state} (${details.join(", ")})` : state;
+function el(tag, className, text = "") {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  node.textContent = text;
+  return node;
 }
 
 function showError(text) {
@@ -49,35 +65,64 @@ function clearError() {
   ui.error.hidden = true;
 }
 
-function formatError(err) {
-  return err.code ? `${err.code}: ${err.message}` : err.message;
+const formatError = (err) => (err.code ? `${err.code}: ${err.message}` : err.message);
+
+function numberParam(name) {
+  const v = Number(params.get(name));
+  return params.has(name) && Number.isFinite(v) && v >= 0 ? v : undefined;
 }
 
-// connectOptions reads the namespace and transport choice from the page's query string.
-function connectOptions() {
-  const params = new URLSearchParams(location.search);
-  // A leading "//" would make io() read the rest as another host: keep exactly one slash.
-  const ns = "/" + (params.get("ns") ?? "").replace(/^\/+/, "");
+// options builds the client's options from the query string; unset ones keep the module's defaults.
+function options() {
   const transport = params.get("transport");
-  const opts = transport === "polling" || transport === "websocket" ? { transports: [transport] } : {};
-  return { ns, opts };
+  const opts = {
+    transports: transport === "polling" || transport === "websocket" ? [transport] : undefined,
+    maxAttempts: numberParam("maxAttempts"),
+    reconnectionDelay: numberParam("reconnectDelay"),
+    reconnectionDelayMax: numberParam("reconnectDelayMax"),
+    ackTimeout: numberParam("ackTimeout"),
+    storage: params.get("persist") === "0" ? null : globalThis.sessionStorage,
+    hooks: {
+      any: (name, detail) => console.debug("[chorus]", name, JSON.stringify(detail, (k, v) => (v instanceof Error ? `${v.name}: ${v.message}` : v))),
+      joined: ({ room }) => {
+        confirmed.add(room);
+        renderRooms();
+      },
+    },
+  };
+  return Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));
 }
 
-// request sends one chorus request and resolves on {ok:true}. It rejects with an Error carrying the
-// server's code on {ok:false}, and with socket.io's timeout error when no ack arrives in time.
-async function request(event, arg) {
-  const res = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, arg);
-  if (res?.ok === true) return res;
-  const { code = "bad_answer", message = "the server sent an answer chorus does not define" } = res?.error ?? {};
-  throw Object.assign(new Error(message), { code });
+// --- connection indicator -------------------------------------------------------------------
+
+function renderState(s) {
+  const st = ui.status;
+  st.dataset.state = s.status;
+  st.dataset.attempt = String(s.attempt);
+  st.dataset.queued = String(s.queued);
+  st.dataset.transport = s.transport ?? "";
+  st.textContent = s.transport ? `${s.status} · ${s.transport}` : s.status;
+
+  const max = Number.isFinite(s.maxAttempts) ? `/${s.maxAttempts}` : "";
+  ui.attempt.hidden = s.status !== "reconnecting" || s.attempt === 0;
+  ui.attempt.textContent = `attempt ${s.attempt}${max}`;
+  ui.queued.hidden = s.queued === 0;
+  ui.queued.textContent = `${s.queued} queued`;
+  ui.reason.hidden = s.status === "connected" || !s.reason;
+  ui.reason.textContent = s.reason ?? "";
+  ui.reconnectButton.hidden = s.status !== "offline";
+  document.body.classList.toggle("offline", s.status !== "connected");
+  if (s.status !== "connected" && confirmed.size > 0) {
+    confirmed.clear(); // a new session joins them again
+    renderRooms();
+  }
+  for (const li of own.values()) {
+    if (li.dataset.status === "queued" && s.status === "connected") li.dataset.status = "sending";
+    if (li.dataset.status === "sending" && s.status !== "connected") li.dataset.status = "queued";
+  }
 }
 
-function el(tag, className, text = "") {
-  const node = document.createElement(tag);
-  node.className = className;
-  node.textContent = text;
-  return node;
-}
+// --- rooms ----------------------------------------------------------------------------------
 
 function renderRooms() {
   const items = [...joined].map((room) => {
@@ -91,6 +136,7 @@ function renderRooms() {
     });
     const li = document.createElement("li");
     li.dataset.room = room;
+    li.dataset.joined = String(confirmed.has(room));
     li.append(button);
     return li;
   });
@@ -98,6 +144,35 @@ function renderRooms() {
   ui.currentRoom.textContent = current ?? "(join a room first)";
   ui.sendButton.disabled = current === null;
 }
+
+async function join(room) {
+  if (room === "") return;
+  joined.add(room); // shown at once; the client joins when it can, and again after reconnecting
+  current = room;
+  renderRooms();
+  try {
+    await chorus.join(room);
+    clearError();
+  } catch (err) {
+    joined.delete(room);
+    if (current === room) current = [...joined][0] ?? null;
+    renderRooms();
+    showError(`join ${room}: ${formatError(err)}`);
+  }
+}
+
+async function leave(room) {
+  joined.delete(room);
+  if (current === room) current = [...joined][0] ?? null;
+  renderRooms();
+  try {
+    await chorus.leave(room);
+  } catch (err) {
+    showError(`leave ${room}: ${formatError(err)}`);
+  }
+}
+
+// --- chat -----------------------------------------------------------------------------------
 
 // describe turns any value another client may have published into text.
 function describe(value) {
@@ -108,25 +183,25 @@ function describe(value) {
   }
 }
 
-// addMessage appends one chat message; own messages say so and which room they went to.
-function addMessage(data, { own = false, room = "" } = {}) {
+function addMessage(data, { mine = false, room = "" } = {}) {
   const obj = data !== null && typeof data === "object" ? data : {};
   const text = typeof obj.text === "string" ? obj.text : describe(data);
   const from = typeof obj.from === "string" && obj.from !== "" ? obj.from : "anonymous";
   const at = new Date(obj.at ?? NaN);
 
-  const li = el("li", own ? "message own" : "message");
+  const li = el("li", mine ? "message own" : "message");
   li.dataset.testid = "message";
-  li.dataset.own = String(own);
-  if (own) li.dataset.status = "pending";
+  li.dataset.own = String(mine);
+  if (typeof obj.id === "string") li.dataset.msgId = obj.id;
   const meta = el("div", "meta");
-  meta.append(el("span", "from", own ? `${from} (you)` : from));
+  meta.append(el("span", "from", mine ? `${from} (you)` : from));
   if (room) meta.append(el("span", "to", `to ${room}`));
   if (!Number.isNaN(at.getTime())) {
     const time = el("time", "at", at.toLocaleTimeString());
     time.dateTime = at.toISOString();
     meta.append(time);
   }
+  meta.append(el("span", "state"));
   li.append(meta, el("p", "text", text), el("p", "note"));
   ui.messages.append(li);
   while (ui.messages.childElementCount > MAX_MESSAGES) ui.messages.firstElementChild.remove();
@@ -134,91 +209,74 @@ function addMessage(data, { own = false, room = "" } = {}) {
   return li;
 }
 
-async function join(room) {
-  try {
-    await request("join", room);
-  } catch (err) {
-    showError(`join ${room}: ${formatError(err)}`);
-    return;
-  }
-  joined.add(room);
-  current = room;
-  clearError();
-  renderRooms();
-}
-
-async function leave(room) {
-  try {
-    await request("leave", room);
-  } catch (err) {
-    showError(`leave ${room}: ${formatError(err)}`);
-    return;
-  }
-  joined.delete(room);
-  if (current === room) current = joined.values().next().value ?? null;
-  clearError();
-  renderRooms();
-}
-
+// send publishes one chat message as a critical message: shown at once, queued while offline,
+// retried with its id until chorus acknowledges it.
 async function send(room, text) {
-  const data = { text, from: ui.nameInput.value.trim() || "anonymous", at: Date.now() };
-  const item = addMessage(data, { own: true, room });
+  const id = crypto.randomUUID?.() ?? `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+  const data = { id, text, from: ui.nameInput.value.trim() || "anonymous", at: Date.now() };
+  const li = addMessage(data, { mine: true, room });
+  li.dataset.status = chorus.state.status === "connected" ? "sending" : "queued";
+  own.set(id, li);
   try {
-    await request("publish", { room, event: "chat", data });
-    item.dataset.status = "sent";
-    clearError();
+    const res = await chorus.sendCritical(room, "chat", data, { id });
+    li.dataset.status = "sent";
+    li.dataset.attempts = String(res.attempts);
+    if (res.duplicate) li.dataset.duplicate = "true";
+    li.querySelector(".state").textContent = res.attempts > 1 ? `✓ after ${res.attempts} tries` : "✓";
   } catch (err) {
-    item.dataset.status = "failed";
-    item.querySelector(".note").textContent = `not delivered: ${formatError(err)}`;
+    li.dataset.status = "failed";
+    li.querySelector(".note").textContent = `not delivered: ${formatError(err)}`;
     showError(`publish to ${room}: ${formatError(err)}`);
+  } finally {
+    own.delete(id);
   }
 }
 
-// A new session starts in no room (unless the server recovered the old one), so join them again.
-function rejoin() {
-  for (const room of joined) {
-    request("join", room).catch((err) => {
-      joined.delete(room);
-      if (current === room) current = joined.values().next().value ?? null;
-      renderRooms();
-      showError(`rejoin ${room}: ${formatError(err)}`);
-    });
-  }
+// --- dashboard ------------------------------------------------------------------------------
+
+const rates = [];
+
+function formatUptime(seconds) {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  return h > 0 ? `${h} h ${m} min` : m > 0 ? `${m} min ${s} s` : `${s} s`;
 }
 
-function connect() {
-  const { ns, opts } = connectOptions();
-  socket = globalThis.io(ns, opts);
-  const manager = socket.io;
-  const showConnected = () => {
-    if (socket.connected) setStatus("connected", { transport: manager.engine.transport.name });
-  };
+function renderStats(st) {
+  if (st === null || typeof st !== "object") return;
+  ui.statsNode.textContent = String(st.node ?? "?");
+  ui.statsConnections.textContent = String(st.connections ?? "?");
+  ui.statsRate.textContent = String(st.messages_per_second ?? "?");
+  ui.statsMessages.textContent = String(st.messages ?? "?");
+  ui.statsUptime.textContent = Number.isFinite(st.uptime_seconds) ? formatUptime(st.uptime_seconds) : "?";
+  ui.statsAge.textContent = `updated ${new Date(st.at ?? Date.now()).toLocaleTimeString()}`;
+  ui.statsChart.dataset.updated = String(st.at ?? "");
 
-  socket.on("connect", () => {
-    attempt = 0;
-    showConnected();
-    manager.engine.once("upgrade", showConnected); // polling → websocket
-    if (!socket.recovered) rejoin();
+  rates.push(Number(st.messages_per_second) || 0);
+  while (rates.length > CHART_POINTS) rates.shift();
+  const top = Math.max(1, ...rates);
+  const bars = rates.map((r) => {
+    const bar = el("span", "bar");
+    bar.style.height = `${Math.max(2, (r / top) * 100)}%`; // CSSOM, allowed by the page's CSP
+    bar.title = `${r} messages/s`;
+    return bar;
   });
-  // socket.active tells whether socket.io will try again: it will not after a server-side
-  // disconnect or a refused handshake (e.g. "Invalid namespace").
-  socket.on("disconnect", (reason) => {
-    setStatus(socket.active ? "reconnecting" : "disconnected", { reason });
-  });
-  socket.on("connect_error", (err) => {
-    setStatus(socket.active ? "reconnecting" : "disconnected", { reason: err.message });
-  });
-  manager.on("reconnect_attempt", (n) => {
-    attempt = n;
-    setStatus("reconnecting");
-  });
-  manager.on("reconnect_failed", () => setStatus("disconnected", { reason: "gave up reconnecting" }));
-
-  socket.on("chat", (data) => addMessage(data));
-  globalThis.chorusDemo = { socket }; // for the browser console and browser tests
+  ui.statsChart.replaceChildren(...bars);
+  ui.statsChart.setAttribute("aria-label", `Messages per second, last minute; now ${rates.at(-1)}, peak ${top}`);
 }
 
-ui.nameInput.value = `guest-${Math.random().toString(36).slice(2, 6)}`;
+// --- wiring ---------------------------------------------------------------------------------
+
+ui.nameInput.value = params.get("name") ?? `guest-${Math.random().toString(36).slice(2, 6)}`;
+ui.transportSelect.value = params.get("transport") ?? "";
+ui.transportSelect.addEventListener("change", () => {
+  const next = new URL(location.href);
+  if (ui.transportSelect.value) next.searchParams.set("transport", ui.transportSelect.value);
+  else next.searchParams.delete("transport");
+  location.assign(next);
+});
+ui.reconnectButton.addEventListener("click", () => chorus.reconnect());
 ui.roomForm.addEventListener("submit", (ev) => {
   ev.preventDefault();
   join(ui.roomInput.value.trim());
@@ -233,10 +291,25 @@ ui.messageForm.addEventListener("submit", (ev) => {
 });
 renderRooms();
 
-if (typeof globalThis.io === "function") {
-  connect();
-} else {
-  setStatus("disconnected", { reason: "socket.io client not loaded: the server needs `npm ci`" });
-  ui.joinButton.disabled = true;
-  ui.leaveButton.disabled = true;
+// The module imports socket.io-client, which chorus serves from node_modules: without `npm ci` on
+// the server the import fails, and the page says so instead of staying "connecting".
+try {
+  const { connect } = await import("/chorus-client.js");
+  // A leading "//" would make the URL's rest another host: keep exactly one slash.
+  const ns = "/" + (params.get("ns") ?? "").replace(/^\/+/, "");
+  chorus = connect(ns, options());
+} catch (err) {
+  renderState({ status: "offline", attempt: 0, queued: 0, transport: null, reason: `the client module did not load (the server may need \`npm ci\`): ${err.message}` });
+  ui.reconnectButton.hidden = true;
+  for (const b of [ui.joinButton, ui.leaveButton, ui.sendButton]) b.disabled = true;
+}
+if (chorus !== null) {
+  globalThis.chorusDemo = { client: chorus }; // for the browser console and the browser tests
+  chorus.subscribe(renderState);
+  chorus.on("chat", (data) => addMessage(data));
+  chorus.on("chorus:stats", renderStats);
+  chorus.join(STATS_ROOM).catch((err) => {
+    ui.statsAge.textContent = `no server stats: ${formatError(err)}`;
+  });
+  if (params.get("room")) join(params.get("room"));
 }
