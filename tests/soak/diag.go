@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,4 +123,21 @@ func (h disconnectLog) Since(t time.Duration) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Newer returns the reasons of the disconnects logged after the first `from` ones, with counts,
+// and how many have been logged in all.
+func (h disconnectLog) Newer(from int) (string, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	counts := map[string]int{}
+	for _, e := range (*h.events)[min(from, len(*h.events)):] {
+		counts[e.reason]++
+	}
+	parts := make([]string, 0, len(counts))
+	for reason, n := range counts {
+		parts = append(parts, fmt.Sprintf("%s × %d", reason, n))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", "), len(*h.events)
 }

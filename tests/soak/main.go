@@ -132,13 +132,19 @@ func soak(n int, duration, ping, every time.Duration, w workload, plotFile strin
 	var samples []sample
 	begin := time.Now()
 	sinceStart := begin.Sub(logged.start)
+	_, seen := logged.Newer(0) // the disconnects before the first sample are not the run's
 	take := func() sample {
 		runtime.GC()
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
 		s := sample{time.Since(begin).Round(time.Second), rssKB(), runtime.NumGoroutine(), m.HeapInuse / 1024, lag.Max()}
-		fmt.Printf("  %6v  sessions %5d  RSS %7d kB  heap %7d kB  goroutines %5d  worst scheduling lag %v\n",
-			s.at, srv.Sessions(), s.rssKB, s.heapKB, s.goroutines, s.lag.Round(time.Millisecond))
+		var lost string
+		lost, seen = logged.Newer(seen)
+		if lost != "" {
+			lost = "  disconnected: " + lost
+		}
+		fmt.Printf("  %6v  sessions %5d  RSS %7d kB  heap %7d kB  goroutines %5d  worst scheduling lag %v%s\n",
+			s.at, srv.Sessions(), s.rssKB, s.heapKB, s.goroutines, s.lag.Round(time.Millisecond), lost)
 		return s
 	}
 	samples = append(samples, take())
