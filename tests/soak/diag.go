@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -140,4 +143,24 @@ func (h disconnectLog) Newer(from int) (string, int) {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", "), len(*h.events)
+}
+
+// runQueueWait returns how long this process's threads have waited, in all, on a CPU run queue:
+// ready to run, but the kernel ran something else (/proc/<pid>/task/*/schedstat, second field).
+// It grows with the scheduling lag when the lag comes from other processes on the machine, and
+// stays flat when it comes from inside the process.
+func runQueueWait() time.Duration {
+	tasks, _ := filepath.Glob("/proc/self/task/*/schedstat")
+	var total int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread exited
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			ns, _ := strconv.ParseInt(f[1], 10, 64)
+			total += ns
+		}
+	}
+	return time.Duration(total)
 }

@@ -78,6 +78,7 @@ type sample struct {
 	goroutines int
 	heapKB     uint64
 	lag        time.Duration // the worst scheduling lag of the server's process since the last sample
+	waited     time.Duration // how long its threads waited on a run queue since the last sample
 }
 
 func soak(n int, duration, ping, every time.Duration, w workload, plotFile string) error {
@@ -133,18 +134,21 @@ func soak(n int, duration, ping, every time.Duration, w workload, plotFile strin
 	begin := time.Now()
 	sinceStart := begin.Sub(logged.start)
 	_, seen := logged.Newer(0) // the disconnects before the first sample are not the run's
+	waited := runQueueWait()
 	take := func() sample {
 		runtime.GC()
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
-		s := sample{time.Since(begin).Round(time.Second), rssKB(), runtime.NumGoroutine(), m.HeapInuse / 1024, lag.Max()}
+		w := runQueueWait()
+		s := sample{time.Since(begin).Round(time.Second), rssKB(), runtime.NumGoroutine(), m.HeapInuse / 1024, lag.Max(), w - waited}
+		waited = w
 		var lost string
 		lost, seen = logged.Newer(seen)
 		if lost != "" {
 			lost = "  disconnected: " + lost
 		}
-		fmt.Printf("  %6v  sessions %5d  RSS %7d kB  heap %7d kB  goroutines %5d  worst scheduling lag %v%s\n",
-			s.at, srv.Sessions(), s.rssKB, s.heapKB, s.goroutines, s.lag.Round(time.Millisecond), lost)
+		fmt.Printf("  %6v  sessions %5d  RSS %7d kB  heap %7d kB  goroutines %5d  worst scheduling lag %v, run-queue wait %v%s\n",
+			s.at, srv.Sessions(), s.rssKB, s.heapKB, s.goroutines, s.lag.Round(time.Millisecond), s.waited.Round(time.Millisecond), lost)
 		return s
 	}
 	samples = append(samples, take())
@@ -199,7 +203,7 @@ loop:
 		for _, l := range logged.Since(sinceStart) {
 			fmt.Println("  " + l)
 		}
-		fmt.Println("the client process, per 10 s: worst scheduling lag, disconnects it saw:")
+		fmt.Println("the client process, per 10 s: worst scheduling lag, run-queue wait, disconnects it saw:")
 		for _, l := range clientLag {
 			fmt.Println("  " + l)
 		}
@@ -306,8 +310,12 @@ func hold(addr string, n int, w workload) error {
 	go func() {
 		begin, t := time.Now(), time.NewTicker(10*time.Second)
 		defer t.Stop()
+		waited := runQueueWait()
 		for range t.C {
-			row := fmt.Sprintf("%7v  lag %6d ms  disconnects %d", time.Since(begin).Round(time.Second), lag.Max().Milliseconds(), g.Disconnects())
+			w := runQueueWait()
+			row := fmt.Sprintf("%7v  lag %6d ms  run-queue wait %6d ms  disconnects %d",
+				time.Since(begin).Round(time.Second), lag.Max().Milliseconds(), (w - waited).Milliseconds(), g.Disconnects())
+			waited = w
 			timelineMu.Lock()
 			timeline = append(timeline, row)
 			timelineMu.Unlock()
