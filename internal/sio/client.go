@@ -149,10 +149,22 @@ func (cl *client) onPacket(p *protocol.Packet) {
 // connect runs the namespace's middleware and, if they agree, registers the socket before telling the
 // client it is connected, so that an event the client sends right after is never refused.
 func (cl *client) connect(p *protocol.Packet) {
-	n, ok := cl.srv.Lookup(p.Nsp)
-	if !ok {
-		cl.connectError(p.Nsp, &Error{Message: "Invalid namespace"}) // no code: the same packet as Node
+	cl.mu.Lock()
+	full := len(cl.sockets) >= MaxNamespacesPerConn
+	cl.mu.Unlock()
+	if full {
+		cl.connectError(p.Nsp, Errorf(CodeTooManyNamespaces, "a connection may join at most %d namespaces", MaxNamespacesPerConn))
 		return
+	}
+	// An existing namespace is held from now on; a dynamic one that does not exist yet is only
+	// prepared, and made live (its adapter created) once its middleware has admitted the socket.
+	n, held := cl.srv.hold(p.Nsp)
+	if !held {
+		var ok bool
+		if n, ok = cl.srv.prepare(p.Nsp); !ok {
+			cl.connectError(p.Nsp, &Error{Message: "Invalid namespace"}) // no code: the same packet as Node
+			return
+		}
 	}
 	req := cl.conn.Request()
 	h := &Handshake{
@@ -173,13 +185,20 @@ func (cl *client) connect(p *protocol.Packet) {
 			e := asError(err)
 			cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", n.name, "reason", e.Code, "remote", req.RemoteAddr)
 			cl.connectError(p.Nsp, e)
+			if held {
+				cl.srv.release(n)
+			}
 			return
 		}
+	}
+	if !held {
+		n = cl.srv.register(n)
 	}
 	c := newConn(newSocketID(), n, cl, h)
 	cl.mu.Lock()
 	if cl.closed {
 		cl.mu.Unlock()
+		cl.srv.release(n)
 		return
 	}
 	cl.sockets = append(cl.sockets, c)

@@ -395,6 +395,7 @@ func (c *Conn) onClose(reason string) {
 	}
 	c.nsp.srv.log.Info("disconnect", "sid", c.id, "nsp", c.nsp.name, "reason", reason,
 		"duration", time.Since(c.handshake.Time).Round(time.Millisecond))
+	c.nsp.srv.release(c.nsp) // the socket held its namespace
 }
 
 var reserved = []string{"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}

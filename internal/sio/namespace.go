@@ -35,12 +35,15 @@ type Namespace struct {
 
 	mu      sync.RWMutex
 	sockets map[string]*Conn
+
+	// Guarded by srv.mu.
+	dynamic bool // made from a pattern: removed once nothing holds it
+	refs    int  // its sockets, and the callers of Acquire and connects in progress holding it
 }
 
+// newNamespace returns a namespace without its adapter.
 func newNamespace(s *Server, name string) *Namespace {
-	n := &Namespace{srv: s, name: name, handlers: make(map[string]handlerFunc), sockets: make(map[string]*Conn)}
-	n.adapter = s.opts.Adapter(n)
-	return n
+	return &Namespace{srv: s, name: name, handlers: make(map[string]handlerFunc), sockets: make(map[string]*Conn)}
 }
 
 // Name returns the namespace's name.
