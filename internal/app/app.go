@@ -55,7 +55,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("listen: %w", err)
 	}
 	srv, handler := New(cfg, log)
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	hs := HTTPServer(handler, log)
 	start := time.Now()
 	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "transports", cfg.Transports)
 	if cfg.APIKey == "" {
@@ -93,6 +93,29 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	err = srv.Close()
 	log.Info("stopped", "version", Version, "uptime", time.Since(start).Round(time.Second))
 	return err
+}
+
+// Timeouts of the HTTP server's connections (not of its requests: a long-polling GET waits up to a
+// ping interval, and a WebSocket lives on after its handshake).
+var (
+	// readHeaderTimeout bounds how long a connection may take to send a request's headers, so
+	// that connections which never send a whole request (slowloris) are closed.
+	readHeaderTimeout = 10 * time.Second
+	// idleTimeout bounds how long a keep-alive connection may wait for its next request. Without
+	// it, a connection that made one request and then stayed silent held a goroutine and its
+	// buffers forever, outside every per-address limit (those count sessions, not connections).
+	idleTimeout = time.Minute
+)
+
+// HTTPServer returns the HTTP server chorus serves handler with (its timeouts above; net/http's
+// errors logged at debug).
+func HTTPServer(handler http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 }
 
 // New builds the Socket.IO server and the HTTP handler of a configuration; tests use it to run chorus
