@@ -4,7 +4,7 @@ BIN     ?= ./chorus
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/chorus-rt/chorus/internal/app.Version=$(VERSION)
 
-.PHONY: run build deps test test-go test-e2e test-reliability check-fmt vet conformance bench load soak soak-long cluster clean
+.PHONY: run build deps test test-go test-e2e test-reliability check-fmt vet conformance bench load soak soak-long reliability-long cluster clean
 
 ## run: install the front-end packages if missing, build, and run chorus on :3000
 run: node_modules build
@@ -14,13 +14,14 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
 
 node_modules: package-lock.json
-	npm ci --no-audit --no-fund
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
 	@touch node_modules
 
 deps: node_modules
 
-## test: every test: formatting, vet, Go tests with -race, the end-to-end suite with the stock client,
-## and the short form of the reliability suite (tests/reliability)
+## test: every test: formatting, vet, Go tests with -race, the end-to-end suite with the stock client
+## (tests/node), the browser tests (tests/browser: playwright-core driving Debian's chromium), and the
+## short form of the reliability suite (tests/reliability)
 test: check-fmt vet test-go test-e2e test-reliability
 
 check-fmt:
@@ -65,6 +66,13 @@ load:
 ## 10 % (SOAK_FLAGS to change)
 soak:
 	$(GO) run ./tests/soak $(SOAK_FLAGS)
+
+## reliability-long: the long form of tests/reliability (docs/RELIABILITY.md): 50 000 churn cycles,
+## then the 30-minute soak (about 35 minutes)
+reliability-long: node_modules build
+	$(GO) test -race -count=1 -timeout 20m -run TestChurn -v ./tests/reliability -args -churn-cycles=50000
+	CHORUS_BIN=$(BIN) npm run --silent test:reliability
+	$(MAKE) soak-long
 
 ## soak-long: 10 000 connections for 30 minutes, 1 % of them publishing once a second to the rooms of
 ## the others; fails on any disconnect, lost or reordered message, warning or error logged, or drift;

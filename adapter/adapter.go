@@ -26,7 +26,9 @@ type Namespace interface {
 	// Name is the namespace's name, e.g. "/" or "/tenant-a".
 	Name() string
 	// Deliver sends p to the local sockets with the given ids; ids of sockets that are gone are
-	// skipped. It is called on the broadcaster's goroutine and must not block on slow sockets.
+	// skipped. p.Offset, when set, is the recovery offset every recipient gets with it. It is
+	// called on the broadcaster's goroutine (in streams mode, on the stream reader's or the
+	// publisher's) and must not block on slow sockets.
 	Deliver(p *protocol.Packet, ids []string, volatile bool)
 
 	// The methods below carry out cluster operations on this node's sockets. The adapter selects
@@ -52,6 +54,10 @@ type Namespace interface {
 	// are its arguments as JSON. ack is nil when the sender expects no answer; otherwise the
 	// namespace calls it at most once, from any goroutine, with its answer.
 	OnServerSideEmit(event string, args []json.RawMessage, ack func(reply json.RawMessage))
+	// ReleaseSession ends the local socket whose recovery session is pid, if any, as if its
+	// connection had dropped, so that its session is kept: its client has come back on another
+	// node before this one noticed. It may block until the session is handed to the adapter.
+	ReleaseSession(pid string)
 }
 
 // Value is one value as it travels between nodes: JSON in which binary parts are Socket.IO
@@ -134,12 +140,15 @@ type Adapter interface {
 	Rooms(id string) []string
 	// Sockets returns the ids of the local sockets in any of rooms (every socket if rooms is empty).
 	Sockets(rooms []string) []string
-	// Broadcast delivers p to the sockets opts selects.
+	// Broadcast delivers p to the sockets opts selects. With recovery on, p and opts' slices are
+	// kept (to be replayed): the caller must not modify them afterwards.
 	Broadcast(p *protocol.Packet, opts BroadcastOptions)
 	// Close releases the adapter's resources; the namespace calls it last.
 	Close() error
 	// Cluster operations (see Cluster).
 	Cluster
+	// Connection-state recovery (see Recovery).
+	Recovery
 }
 
 // Factory creates the adapter of a namespace when the namespace is created.

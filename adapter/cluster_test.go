@@ -126,14 +126,29 @@ func newNode(t *testing.T, name, redisURL, prefix string, edit func(*config.Conf
 
 // cluster starts n nodes on one prefix and waits until each counts them all.
 func cluster(t *testing.T, redisURL string, n int) []*node {
+	return clusterIn(t, "pubsub", redisURL, n)
+}
+
+// clusterIn starts n nodes in a Redis mode (pubsub or streams).
+func clusterIn(t *testing.T, mode, redisURL string, n int) []*node {
 	t.Helper()
 	prefix := testPrefix(t)
 	nodes := make([]*node, n)
 	for i := range nodes {
-		nodes[i] = newNode(t, string(rune('A'+i)), redisURL, prefix, nil)
+		nodes[i] = newNode(t, string(rune('A'+i)), redisURL, prefix, func(c *config.Config) { c.RedisMode = mode })
 	}
 	waitServerCount(t, n, nodes...)
 	return nodes
+}
+
+// inModes runs test in parallel subtests, once per Redis mode.
+func inModes(t *testing.T, test func(t *testing.T, mode string)) {
+	for _, mode := range []string{"pubsub", "streams"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			test(t, mode)
+		})
+	}
 }
 
 func waitServerCount(t *testing.T, want int, nodes ...*node) {
@@ -224,52 +239,53 @@ func quiet(t *testing.T, from *node, clients ...*siotest.Client) {
 }
 
 func TestClusterBroadcast(t *testing.T) {
-	t.Parallel()
-	nodes := cluster(t, sharedRedis(t).url(), 2)
-	a, b := nodes[0], nodes[1]
-	a1, b1, b2, b3 := dial(t, a.url), dial(t, b.url), dial(t, b.url), dial(t, b.url)
-	join(t, a1, "red")
-	join(t, b1, "red")
-	join(t, b2, "red", "blue")
+	inModes(t, func(t *testing.T, mode string) {
+		nodes := clusterIn(t, mode, sharedRedis(t).url(), 2)
+		a, b := nodes[0], nodes[1]
+		a1, b1, b2, b3 := dial(t, a.url), dial(t, b.url), dial(t, b.url), dial(t, b.url)
+		join(t, a1, "red")
+		join(t, b1, "red")
+		join(t, b2, "red", "blue")
 
-	// A client's publish on A reaches the room's members on B (and not the sender).
-	request(t, a1, "publish", map[string]any{"room": "red", "event": "chat", "data": map[string]any{"text": "hi", "n": 1.5}})
-	expect(t, b1, "chat", `{"n":1.5,"text":"hi"}`)
-	expect(t, b2, "chat", `{"n":1.5,"text":"hi"}`)
+		// A client's publish on A reaches the room's members on B (and not the sender).
+		request(t, a1, "publish", map[string]any{"room": "red", "event": "chat", "data": map[string]any{"text": "hi", "n": 1.5}})
+		expect(t, b1, "chat", `{"n":1.5,"text":"hi"}`)
+		expect(t, b2, "chat", `{"n":1.5,"text":"hi"}`)
 
-	// Rooms minus except, from the server side of A.
-	if err := a.root().Emit(adapter.BroadcastOptions{Rooms: []string{"red"}, Except: []string{"blue"}}, "notBlue", "x"); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, a1, "notBlue", `"x"`)
-	expect(t, b1, "notBlue", `"x"`)
-	// Several rooms (the namespace channel, not a room's).
-	if err := a.root().Emit(adapter.BroadcastOptions{Rooms: []string{"blue", "nobody"}}, "blueOrNobody", 2); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, b2, "blueOrNobody", "2")
-	// A socket id as a room, from B to A.
-	if err := b.root().Emit(adapter.BroadcastOptions{Rooms: []string{a1.ID}}, "direct", true); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, a1, "direct", "true")
-	// The whole namespace, from B: A's client and B's own.
-	if err := b.root().Emit(adapter.BroadcastOptions{}, "all", nil); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []*siotest.Client{a1, b1, b2, b3} {
-		expect(t, c, "all", "null")
-	}
-	// Local stays local.
-	if err := a.root().Emit(adapter.BroadcastOptions{Local: true}, "localOnly", 1); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, a1, "localOnly", "1")
-	// The HTTP API on A reaches members on B.
-	apiEmit(t, a, `{"rooms":["blue"],"event":"fromAPI","data":{"k":[1,2]}}`)
-	quiet(t, a, b1, b3) // nothing else for b1 and b3 so far
-	expect(t, b2, "fromAPI", `{"k":[1,2]}`)
-	expect(t, b2, "marker", "0")
+		// Rooms minus except, from the server side of A.
+		if err := a.root().Emit(adapter.BroadcastOptions{Rooms: []string{"red"}, Except: []string{"blue"}}, "notBlue", "x"); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, a1, "notBlue", `"x"`)
+		expect(t, b1, "notBlue", `"x"`)
+		// Several rooms (the namespace channel, not a room's).
+		if err := a.root().Emit(adapter.BroadcastOptions{Rooms: []string{"blue", "nobody"}}, "blueOrNobody", 2); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, b2, "blueOrNobody", "2")
+		// A socket id as a room, from B to A.
+		if err := b.root().Emit(adapter.BroadcastOptions{Rooms: []string{a1.ID}}, "direct", true); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, a1, "direct", "true")
+		// The whole namespace, from B: A's client and B's own.
+		if err := b.root().Emit(adapter.BroadcastOptions{}, "all", nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []*siotest.Client{a1, b1, b2, b3} {
+			expect(t, c, "all", "null")
+		}
+		// Local stays local.
+		if err := a.root().Emit(adapter.BroadcastOptions{Local: true}, "localOnly", 1); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, a1, "localOnly", "1")
+		// The HTTP API on A reaches members on B.
+		apiEmit(t, a, `{"rooms":["blue"],"event":"fromAPI","data":{"k":[1,2]}}`)
+		quiet(t, a, b1, b3) // nothing else for b1 and b3 so far
+		expect(t, b2, "fromAPI", `{"k":[1,2]}`)
+		expect(t, b2, "marker", "0")
+	})
 }
 
 func apiEmit(t *testing.T, n *node, body string) {
@@ -289,208 +305,211 @@ func apiEmit(t *testing.T, n *node, body string) {
 }
 
 func TestClusterPublishBurstInOrder(t *testing.T) {
-	t.Parallel()
-	nodes := cluster(t, sharedRedis(t).url(), 2)
-	sender, receiver := dial(t, nodes[0].url), dial(t, nodes[1].url)
-	join(t, receiver, "burst")
-	const n = 2000
-	for i := range n {
-		if err := sender.Emit("publish", map[string]any{"room": "burst", "event": "seq", "data": i}); err != nil {
-			t.Fatal(err)
+	inModes(t, func(t *testing.T, mode string) {
+		nodes := clusterIn(t, mode, sharedRedis(t).url(), 2)
+		sender, receiver := dial(t, nodes[0].url), dial(t, nodes[1].url)
+		join(t, receiver, "burst")
+		n := map[string]int{"pubsub": 2000, "streams": 500}[mode] // streams: a round trip more each
+		for i := range n {
+			if err := sender.Emit("publish", map[string]any{"room": "burst", "event": "seq", "data": i}); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	for i := range n {
-		ev := next(t, receiver)
-		if want := fmt.Sprint(i); ev.Name != "seq" || string(ev.Args[0]) != want {
-			t.Fatalf("message %d: got %s %s", i, ev.Name, ev.Args)
+		for i := range n {
+			ev := next(t, receiver)
+			if want := fmt.Sprint(i); ev.Name != "seq" || string(ev.Args[0]) != want {
+				t.Fatalf("message %d: got %s %s", i, ev.Name, ev.Args)
+			}
 		}
-	}
+	})
 }
 
 func TestClusterBinary(t *testing.T) {
-	t.Parallel()
-	nodes := cluster(t, sharedRedis(t).url(), 2)
-	a, b := nodes[0], nodes[1]
-	a1, b1 := dial(t, a.url), dial(t, b.url)
-	join(t, b1, "bin")
-	join(t, a1, "bin")
-	blob1, blob2 := []byte{0, 1, 2, 255, 254}, bytes.Repeat([]byte{7}, 70000) // bin8 and bin32
-	raw := sio.Raw{
-		JSON:        json.RawMessage(`{"a":{"_placeholder":true,"num":0},"list":[1,{"_placeholder":true,"num":1}],"s":"é\u2028"}`),
-		Attachments: [][]byte{blob1, blob2},
-	}
-	for _, tc := range []struct{ from, to *node }{{a, b}, {b, a}} {
-		if err := tc.from.root().Emit(adapter.BroadcastOptions{Rooms: []string{"bin"}}, "blob", raw, "second"); err != nil {
-			t.Fatal(err)
+	inModes(t, func(t *testing.T, mode string) {
+		nodes := clusterIn(t, mode, sharedRedis(t).url(), 2)
+		a, b := nodes[0], nodes[1]
+		a1, b1 := dial(t, a.url), dial(t, b.url)
+		join(t, b1, "bin")
+		join(t, a1, "bin")
+		blob1, blob2 := []byte{0, 1, 2, 255, 254}, bytes.Repeat([]byte{7}, 70000) // bin8 and bin32
+		raw := sio.Raw{
+			JSON:        json.RawMessage(`{"a":{"_placeholder":true,"num":0},"list":[1,{"_placeholder":true,"num":1}],"s":"é\u2028"}`),
+			Attachments: [][]byte{blob1, blob2},
 		}
-	}
-	for _, c := range []*siotest.Client{b1, a1} {
-		for range 2 { // its own node's broadcast and the other's
-			ev := next(t, c)
-			if ev.Name != "blob" || len(ev.Args) != 2 || string(ev.Args[1]) != `"second"` || len(ev.Attachments) != 2 ||
-				!bytes.Equal(ev.Attachments[0], blob1) || !bytes.Equal(ev.Attachments[1], blob2) {
-				t.Fatalf("got %s %s with %d attachments", ev.Name, ev.Args, len(ev.Attachments))
-			}
-			var got map[string]any
-			json.Unmarshal(ev.Args[0], &got)
-			if got["s"] != "é\u2028" {
-				t.Fatalf("string changed: %s", ev.Args[0])
+		for _, tc := range []struct{ from, to *node }{{a, b}, {b, a}} {
+			if err := tc.from.root().Emit(adapter.BroadcastOptions{Rooms: []string{"bin"}}, "blob", raw, "second"); err != nil {
+				t.Fatal(err)
 			}
 		}
-	}
+		for _, c := range []*siotest.Client{b1, a1} {
+			for range 2 { // its own node's broadcast and the other's
+				ev := next(t, c)
+				if ev.Name != "blob" || len(ev.Args) != 2 || string(ev.Args[1]) != `"second"` || len(ev.Attachments) != 2 ||
+					!bytes.Equal(ev.Attachments[0], blob1) || !bytes.Equal(ev.Attachments[1], blob2) {
+					t.Fatalf("got %s %s with %d attachments", ev.Name, ev.Args, len(ev.Attachments))
+				}
+				var got map[string]any
+				json.Unmarshal(ev.Args[0], &got)
+				if got["s"] != "é\u2028" {
+					t.Fatalf("string changed: %s", ev.Args[0])
+				}
+			}
+		}
+	})
 }
 
 func TestClusterOperations(t *testing.T) {
-	t.Parallel()
-	nodes := cluster(t, sharedRedis(t).url(), 2)
-	a, b := nodes[0], nodes[1]
-	a1, b1, b2 := dial(t, a.url), dial(t, b.url), dial(t, b.url)
-	join(t, a1, "team")
-	join(t, b1, "team")
-	join(t, b2, "other")
-	if c, ok := b.root().Socket(b1.ID); ok {
-		c.Set("user", map[string]any{"name": "bee", "id": 1})
-	} else {
-		t.Fatal("b1 is not a socket of B")
-	}
-	ctx := context.Background()
+	inModes(t, func(t *testing.T, mode string) {
+		nodes := clusterIn(t, mode, sharedRedis(t).url(), 2)
+		a, b := nodes[0], nodes[1]
+		a1, b1, b2 := dial(t, a.url), dial(t, b.url), dial(t, b.url)
+		join(t, a1, "team")
+		join(t, b1, "team")
+		join(t, b2, "other")
+		if c, ok := b.root().Socket(b1.ID); ok {
+			c.Set("user", map[string]any{"name": "bee", "id": 1})
+		} else {
+			t.Fatal("b1 is not a socket of B")
+		}
+		ctx := context.Background()
 
-	t.Run("ServerCount", func(t *testing.T) {
-		if n, err := a.root().ServerCount(ctx); n != 2 || err != nil {
-			t.Fatalf("ServerCount = %d, %v", n, err)
-		}
-	})
-
-	t.Run("FetchSockets", func(t *testing.T) {
-		got, err := a.root().FetchSockets(ctx, adapter.BroadcastOptions{Rooms: []string{"team"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		slices.SortFunc(got, func(x, y adapter.SocketInfo) int { return strings.Compare(x.ID, y.ID) })
-		want := []string{a1.ID, b1.ID}
-		slices.Sort(want)
-		if len(got) != 2 || got[0].ID != want[0] || got[1].ID != want[1] {
-			t.Fatalf("FetchSockets(team) = %+v, want %v", got, want)
-		}
-		for _, s := range got {
-			if !slices.Contains(s.Rooms, "team") || !slices.Contains(s.Rooms, s.ID) {
-				t.Errorf("%s: rooms %v", s.ID, s.Rooms)
+		t.Run("ServerCount", func(t *testing.T) {
+			if n, err := a.root().ServerCount(ctx); n != 2 || err != nil {
+				t.Fatalf("ServerCount = %d, %v", n, err)
 			}
-			var hs struct {
-				Headers map[string]string `json:"headers"`
-				Query   map[string]string `json:"query"`
-				Address string            `json:"address"`
-			}
-			if err := json.Unmarshal(s.Handshake, &hs); err != nil || hs.Query["EIO"] != "4" || hs.Address != "127.0.0.1" || hs.Headers["upgrade"] != "websocket" || hs.Headers["host"] == "" {
-				t.Errorf("%s: handshake %s", s.ID, s.Handshake)
-			}
-			wantData := `{}`
-			if s.ID == b1.ID {
-				wantData = `{"user":{"id":1,"name":"bee"}}`
-			}
-			if string(s.Data) != wantData {
-				t.Errorf("%s: data %s, want %s", s.ID, s.Data, wantData)
-			}
-		}
-		all, err := b.root().FetchSockets(ctx, adapter.BroadcastOptions{Except: []string{"other"}})
-		if err != nil || len(all) != 2 {
-			t.Fatalf("FetchSockets(except other) from B = %+v, %v", all, err)
-		}
-		local, err := b.root().FetchSockets(ctx, adapter.BroadcastOptions{Local: true})
-		if err != nil || len(local) != 2 {
-			t.Fatalf("FetchSockets(local) from B = %+v, %v", local, err)
-		}
-	})
-
-	t.Run("SocketsJoin and SocketsLeave", func(t *testing.T) {
-		if err := a.root().SocketsJoin(ctx, adapter.BroadcastOptions{Rooms: []string{"team"}}, "joined", "also"); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, "b1 joined", func() bool {
-			c, ok := b.root().Socket(b1.ID)
-			return ok && slices.Contains(c.Rooms(), "joined") && slices.Contains(c.Rooms(), "also")
 		})
-		if c, _ := a.root().Socket(a1.ID); !slices.Contains(c.Rooms(), "joined") {
-			t.Fatalf("a1 (local) rooms %v", c.Rooms())
-		}
-		if c, _ := b.root().Socket(b2.ID); slices.Contains(c.Rooms(), "joined") {
-			t.Fatalf("b2 joined though not in team: %v", c.Rooms())
-		}
-		if err := b.root().SocketsLeave(ctx, adapter.BroadcastOptions{}, "also"); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, "a1 left", func() bool {
-			c, _ := a.root().Socket(a1.ID)
-			return !slices.Contains(c.Rooms(), "also") && slices.Contains(c.Rooms(), "joined")
-		})
-	})
 
-	t.Run("ServerSideEmit", func(t *testing.T) {
-		got := make(chan string, 4)
-		b.root().OnServerSide("hello", func(args []json.RawMessage, ack func(any)) {
-			got <- fmt.Sprintf("%s ack:%v", args, ack != nil)
-		})
-		b.root().OnServerSide("ping", func(args []json.RawMessage, ack func(any)) {
-			go ack(map[string]any{"pong": "B", "args": args}) // an ack may come from any goroutine
-		})
-		if err := a.root().ServerSideEmit(ctx, "hello", "world", 42); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case s := <-got:
-			if s != `["world" 42] ack:false` {
-				t.Fatalf("handler got %s", s)
+		t.Run("FetchSockets", func(t *testing.T) {
+			got, err := a.root().FetchSockets(ctx, adapter.BroadcastOptions{Rooms: []string{"team"}})
+			if err != nil {
+				t.Fatal(err)
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("B's handler was not called")
-		}
-		replies, err := a.root().ServerSideEmitWithAck(ctx, "ping", 1)
-		if err != nil || len(replies) != 1 || string(replies[0]) != `{"args":[1],"pong":"B"}` {
-			t.Fatalf("ServerSideEmitWithAck = %s, %v", replies, err)
-		}
-	})
-
-	t.Run("EmitWithAck", func(t *testing.T) {
-		// a1 and b1 answer; b2 is not in the room.
-		for _, c := range []*siotest.Client{a1, b1} {
-			go func() {
-				ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				defer cancel()
-				ev, err := c.Next(ctx)
-				if err == nil && ev.HasAck {
-					c.Ack(ev.AckID, "ack-"+c.ID, "ignored")
+			slices.SortFunc(got, func(x, y adapter.SocketInfo) int { return strings.Compare(x.ID, y.ID) })
+			want := []string{a1.ID, b1.ID}
+			slices.Sort(want)
+			if len(got) != 2 || got[0].ID != want[0] || got[1].ID != want[1] {
+				t.Fatalf("FetchSockets(team) = %+v, want %v", got, want)
+			}
+			for _, s := range got {
+				if !slices.Contains(s.Rooms, "team") || !slices.Contains(s.Rooms, s.ID) {
+					t.Errorf("%s: rooms %v", s.ID, s.Rooms)
 				}
-			}()
-		}
-		res, err := a.root().EmitWithAck(ctx, adapter.BroadcastOptions{Rooms: []string{"team"}}, "question", 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var acks []string
-		for _, v := range res.Acks {
-			acks = append(acks, string(v.JSON))
-		}
-		slices.Sort(acks)
-		want := []string{fmt.Sprintf("%q", "ack-"+a1.ID), fmt.Sprintf("%q", "ack-"+b1.ID)}
-		slices.Sort(want)
-		if !slices.Equal(acks, want) || res.Clients != 2 || res.Servers != 2 || res.Reported != 2 {
-			t.Fatalf("EmitWithAck = %+v (acks %v), want %v", res, acks, want)
-		}
-	})
+				var hs struct {
+					Headers map[string]string `json:"headers"`
+					Query   map[string]string `json:"query"`
+					Address string            `json:"address"`
+				}
+				if err := json.Unmarshal(s.Handshake, &hs); err != nil || hs.Query["EIO"] != "4" || hs.Address != "127.0.0.1" || hs.Headers["upgrade"] != "websocket" || hs.Headers["host"] == "" {
+					t.Errorf("%s: handshake %s", s.ID, s.Handshake)
+				}
+				wantData := `{}`
+				if s.ID == b1.ID {
+					wantData = `{"user":{"id":1,"name":"bee"}}`
+				}
+				if string(s.Data) != wantData {
+					t.Errorf("%s: data %s, want %s", s.ID, s.Data, wantData)
+				}
+			}
+			all, err := b.root().FetchSockets(ctx, adapter.BroadcastOptions{Except: []string{"other"}})
+			if err != nil || len(all) != 2 {
+				t.Fatalf("FetchSockets(except other) from B = %+v, %v", all, err)
+			}
+			local, err := b.root().FetchSockets(ctx, adapter.BroadcastOptions{Local: true})
+			if err != nil || len(local) != 2 {
+				t.Fatalf("FetchSockets(local) from B = %+v, %v", local, err)
+			}
+		})
 
-	t.Run("DisconnectSockets", func(t *testing.T) {
-		if err := a.root().DisconnectSockets(ctx, adapter.BroadcastOptions{Rooms: []string{"other"}}, false); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case <-b2.Done():
-		case <-time.After(5 * time.Second):
-			t.Fatal("b2 was not disconnected")
-		}
-		waitFor(t, "B has one socket", func() bool { return b.root().Len() == 1 })
-		if a.root().Len() != 1 {
-			t.Fatal("a1 was disconnected")
-		}
+		t.Run("SocketsJoin and SocketsLeave", func(t *testing.T) {
+			if err := a.root().SocketsJoin(ctx, adapter.BroadcastOptions{Rooms: []string{"team"}}, "joined", "also"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "b1 joined", func() bool {
+				c, ok := b.root().Socket(b1.ID)
+				return ok && slices.Contains(c.Rooms(), "joined") && slices.Contains(c.Rooms(), "also")
+			})
+			if c, _ := a.root().Socket(a1.ID); !slices.Contains(c.Rooms(), "joined") {
+				t.Fatalf("a1 (local) rooms %v", c.Rooms())
+			}
+			if c, _ := b.root().Socket(b2.ID); slices.Contains(c.Rooms(), "joined") {
+				t.Fatalf("b2 joined though not in team: %v", c.Rooms())
+			}
+			if err := b.root().SocketsLeave(ctx, adapter.BroadcastOptions{}, "also"); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "a1 left", func() bool {
+				c, _ := a.root().Socket(a1.ID)
+				return !slices.Contains(c.Rooms(), "also") && slices.Contains(c.Rooms(), "joined")
+			})
+		})
+
+		t.Run("ServerSideEmit", func(t *testing.T) {
+			got := make(chan string, 4)
+			b.root().OnServerSide("hello", func(args []json.RawMessage, ack func(any)) {
+				got <- fmt.Sprintf("%s ack:%v", args, ack != nil)
+			})
+			b.root().OnServerSide("ping", func(args []json.RawMessage, ack func(any)) {
+				go ack(map[string]any{"pong": "B", "args": args}) // an ack may come from any goroutine
+			})
+			if err := a.root().ServerSideEmit(ctx, "hello", "world", 42); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case s := <-got:
+				if s != `["world" 42] ack:false` {
+					t.Fatalf("handler got %s", s)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("B's handler was not called")
+			}
+			replies, err := a.root().ServerSideEmitWithAck(ctx, "ping", 1)
+			if err != nil || len(replies) != 1 || string(replies[0]) != `{"args":[1],"pong":"B"}` {
+				t.Fatalf("ServerSideEmitWithAck = %s, %v", replies, err)
+			}
+		})
+
+		t.Run("EmitWithAck", func(t *testing.T) {
+			// a1 and b1 answer; b2 is not in the room.
+			for _, c := range []*siotest.Client{a1, b1} {
+				go func() {
+					ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					defer cancel()
+					ev, err := c.Next(ctx)
+					if err == nil && ev.HasAck {
+						c.Ack(ev.AckID, "ack-"+c.ID, "ignored")
+					}
+				}()
+			}
+			res, err := a.root().EmitWithAck(ctx, adapter.BroadcastOptions{Rooms: []string{"team"}}, "question", 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var acks []string
+			for _, v := range res.Acks {
+				acks = append(acks, string(v.JSON))
+			}
+			slices.Sort(acks)
+			want := []string{fmt.Sprintf("%q", "ack-"+a1.ID), fmt.Sprintf("%q", "ack-"+b1.ID)}
+			slices.Sort(want)
+			if !slices.Equal(acks, want) || res.Clients != 2 || res.Servers != 2 || res.Reported != 2 {
+				t.Fatalf("EmitWithAck = %+v (acks %v), want %v", res, acks, want)
+			}
+		})
+
+		t.Run("DisconnectSockets", func(t *testing.T) {
+			if err := a.root().DisconnectSockets(ctx, adapter.BroadcastOptions{Rooms: []string{"other"}}, false); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-b2.Done():
+			case <-time.After(5 * time.Second):
+				t.Fatal("b2 was not disconnected")
+			}
+			waitFor(t, "B has one socket", func() bool { return b.root().Len() == 1 })
+			if a.root().Len() != 1 {
+				t.Fatal("a1 was disconnected")
+			}
+		})
 	})
 }
 

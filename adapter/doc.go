@@ -1,6 +1,10 @@
 // Package adapter keeps room membership for a namespace and routes broadcasts to its sockets. Memory
 // is the single-node adapter; Redis connects chorus to a cluster of Socket.IO servers and also
-// forwards broadcasts and cluster operations to the other nodes.
+// forwards broadcasts and cluster operations to the other nodes, in one of two modes: classic
+// pub/sub (Node's @socket.io/redis-adapter) or Redis Streams (@socket.io/redis-streams-adapter).
+// Every adapter also does connection-state recovery (Recovery, recovery.go): Memory and the
+// pub/sub adapter keep the packets and sessions in this process's memory, the streams adapter in
+// Redis, so that a client recovers its session on any node.
 //
 // # The Redis wire format
 //
@@ -74,6 +78,49 @@
 // for local sockets while Redis is down; it ignores requests carrying its own uid; and a request
 // that not every node answers in time returns what did arrive with ErrTimeout instead of failing.
 //
+// # The Redis Streams wire format
+//
+// With RedisOptions.Streams (CHORUS_REDIS_MODE=streams) chorus speaks @socket.io/redis-streams-adapter
+// 0.3.1 (lib/adapter.ts, lib/util.ts) on top of socket.io-adapter 2.5's ClusterAdapter
+// (lib/cluster-adapter.ts), with Node's defaults: streamName and channelPrefix are both the prefix
+// P (CHORUS_REDIS_PREFIX), one stream (streamCount 1), sessionKeyPrefix "sio:session:". Messages
+// are ClusterMessage {uid, nsp, type, data}; types (MessageType):
+//
+//	3 BROADCAST           data {packet: {type: 2, data: [event, ...args], nsp}, opts: {rooms, except, flags}}
+//	                      with requestId (and flags.timeout): a broadcast with acks
+//	4 SOCKETS_JOIN        data {opts, rooms}
+//	5 SOCKETS_LEAVE       data {opts, rooms}
+//	6 DISCONNECT_SOCKETS  data {opts, close}
+//	7 FETCH_SOCKETS       data {opts, requestId}           → 8 {requestId, sockets: [{id, handshake, rooms, data}]}
+//	9 SERVER_SIDE_EMIT    data {packet: [event, ...args]} (+ requestId) → 10 {requestId, packet: reply}
+//	                      a broadcast with acks        → 11 {requestId, clientCount}, 12 {requestId, packet: ack}
+//	101 (chorus only)     data {pid}: "end the socket holding this session, its client is here";
+//	                      Node's adapters ignore types they do not know
+//
+// BROADCAST without requestId, 4, 5 and 6 are entries of the stream P, added with
+// XADD P MAXLEN ~ <CHORUS_REDIS_STREAM_MAXLEN, default 10000> * uid <uid> nsp <N> type <"3"> data <d>,
+// where d is JSON.stringify(data), or base64 of its msgpack (@msgpack/msgpack) when the packet
+// holds binary (Buffers as bin); a reader tells them apart by the first character ('{').
+// Everything else is msgpack of the whole message, PUBLISHed on P#N# (the public channel, which
+// every node subscribes: PUBSUB NUMSUB on it is the server count) or, for responses, on
+// P#N#<requester uid># (the requester's private channel). Every node reads the stream with XREAD
+// BLOCK from its end when it started, ignoring its own entries' decoding (see below) and
+// applying the others'.
+//
+// Recovery: a recoverable broadcast's offset is its entry id ("1700000000000-0"), appended by
+// every node as its packet's last argument. A session is SET sio:session:<pid>
+// <base64 of msgpack {sid, pid, rooms, data, from}> PX <max disconnection>; "from" is chorus's
+// (Session.From), Node ignores it. Restoring takes the key (MULTI GET DEL) and reads the stream
+// after the offset with XRANGE, keeping the namespace's BROADCASTs that reach the session's rooms.
+// chorus differs from Node, on its own side only: it also recovers a client that sends no
+// offset, or whose offset was trimmed while nothing it should have received was (From moves
+// forward at each heartbeat the client answers); it refuses a session some of whose packets were
+// trimmed (Node replays what is left); it never replays volatile broadcasts (Node's restore does);
+// it delivers its own broadcasts when its reader reaches them, in stream order, rather than when
+// XADD returns, so that each socket gets packets in offset order; and when a session is not in
+// Redis it asks the other nodes (type 101) to end the socket that still holds it, then waits a
+// little for it.
+//
 // # Delivery, order and outages
 //
 // A broadcast is delivered locally at once and queued for Redis; one goroutine publishes the queue
@@ -85,6 +132,12 @@
 // during an outage are published when it ends; a pipeline that failed is not sent again (it may
 // have partly gone out, and a message must not be published twice). Messages from Redis that do
 // not decode are dropped and counted (RedisStatus.Malformed), never a crash.
+//
+// In streams mode a broadcast reaches this node's sockets when the stream reader reaches its entry
+// (a round trip to Redis later, as in Node, which waits for XADD), so that the stream's order is
+// every socket's order. While Redis is unreachable, or when the queue is full, broadcasts are
+// delivered to this node's sockets at once, without an offset (not recoverable), as Node does when
+// its XADD fails; an entry the reader has not reached 5 s after its XADD is delivered anyway.
 //
 // # Deduplication keys
 //

@@ -33,6 +33,7 @@ func (f *fakeNamespace) DescribeLocal(ids []string) []SocketInfo {
 	}
 	return out
 }
+func (f *fakeNamespace) ReleaseSession(string)          {}
 func (f *fakeNamespace) JoinLocal(_, _ []string)        {}
 func (f *fakeNamespace) LeaveLocal(_, _ []string)       {}
 func (f *fakeNamespace) DisconnectLocal([]string, bool) {}

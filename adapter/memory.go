@@ -1,7 +1,9 @@
 package adapter
 
 import (
+	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/chorus-rt/chorus/internal/protocol"
 )
@@ -13,6 +15,7 @@ import (
 // per connection for nothing.
 type Memory struct {
 	nsp Namespace
+	rec atomic.Pointer[recoveryLog] // set by EnableRecovery
 
 	mu    sync.RWMutex
 	rooms map[string]map[string]struct{} // room → socket ids (own-id rooms excluded)
@@ -152,11 +155,47 @@ func (m *Memory) selectLocked(rooms, except []string) []string {
 	return out
 }
 
+// Broadcast delivers p to the local sockets opts selects. With recovery on, a recoverable packet is
+// stamped with the next offset and kept, the recipients chosen and the packet queued on them
+// before the next broadcast of the namespace takes its offset.
 func (m *Memory) Broadcast(p *protocol.Packet, opts BroadcastOptions) {
-	m.mu.RLock()
-	ids := m.selectLocked(opts.Rooms, opts.Except)
-	m.mu.RUnlock()
-	m.nsp.Deliver(p, ids, opts.Volatile)
+	if l := m.rec.Load(); l != nil && recoverable(p, opts) {
+		l.broadcast(p, opts, func(q *protocol.Packet) { m.nsp.Deliver(q, m.selectIDs(opts), false) })
+		return
+	}
+	m.nsp.Deliver(p, m.selectIDs(opts), opts.Volatile)
 }
 
-func (m *Memory) Close() error { return nil }
+func (m *Memory) Close() error {
+	if l := m.rec.Load(); l != nil {
+		l.close()
+	}
+	return nil
+}
+
+// Recovery, in this process's memory.
+
+func (m *Memory) EnableRecovery(o RecoveryOptions) {
+	m.rec.CompareAndSwap(nil, newRecoveryLog(o))
+}
+
+func (m *Memory) Head() string {
+	if l := m.rec.Load(); l != nil {
+		return l.head()
+	}
+	return ""
+}
+
+func (m *Memory) PersistSession(s Session) {
+	if l := m.rec.Load(); l != nil {
+		l.persist(s)
+	}
+}
+
+func (m *Memory) RestoreSession(_ context.Context, pid, offset string, attach func(Session, []*protocol.Packet)) error {
+	l := m.rec.Load()
+	if l == nil {
+		return errNoSession("recovery is off")
+	}
+	return l.restore(pid, offset, attach)
+}

@@ -68,3 +68,37 @@ func TestMemorySelection(t *testing.T) {
 }
 
 func sorted(s []string) []string { slices.Sort(s); return s }
+
+// encoder is a namespace whose Deliver encodes the packet once, as sio's does.
+type encoder struct{ nopLocal }
+
+func (encoder) Name() string { return "/" }
+func (encoder) Deliver(p *protocol.Packet, ids []string, volatile bool) {
+	_ = p.Encode()
+}
+
+// BenchmarkMemoryBroadcast: a publish to a room of 10 with recovery off and on (stamped, kept,
+// under the log's lock), from parallel goroutines.
+func BenchmarkMemoryBroadcast(b *testing.B) {
+	for _, recovery := range []bool{false, true} {
+		b.Run(map[bool]string{false: "recovery-off", true: "recovery-on"}[recovery], func(b *testing.B) {
+			m := adapter.NewMemory(encoder{})
+			if recovery {
+				m.EnableRecovery(adapter.RecoveryOptions{})
+			}
+			defer m.Close()
+			for i := range 10 {
+				id := string(rune('a' + i))
+				m.Join(id, id, "room")
+			}
+			p := &protocol.Packet{Type: protocol.Event, Nsp: "/", Data: []byte(`["chat",{"text":"hello, world","n":12345}]`)}
+			opts := adapter.BroadcastOptions{Rooms: []string{"room"}, Except: []string{"a"}}
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					m.Broadcast(p, opts)
+				}
+			})
+		})
+	}
+}

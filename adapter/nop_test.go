@@ -19,3 +19,4 @@ func (nopLocal) JoinLocal(_, _ []string)                                        
 func (nopLocal) LeaveLocal(_, _ []string)                                          {}
 func (nopLocal) DisconnectLocal([]string, bool)                                    {}
 func (nopLocal) OnServerSideEmit(string, []json.RawMessage, func(json.RawMessage)) {}
+func (nopLocal) ReleaseSession(string)                                             {}

@@ -24,6 +24,8 @@ const (
 	DefaultPrefix = "socket.io"
 	// DefaultRequestTimeout is how long a cluster request waits for the other nodes by default.
 	DefaultRequestTimeout = 5 * time.Second
+	// DefaultStreamMaxLen is the stream's approximate length by default (Node's maxLen).
+	DefaultStreamMaxLen = 10_000
 
 	// queueMessages and queueBytes bound what waits to be published. Past either, a message is
 	// dropped and counted (RedisStatus.Dropped): broadcasting never waits for Redis.
@@ -60,6 +62,14 @@ type RedisOptions struct {
 	// RequestTimeout bounds how long a cluster request waits for the other nodes; 0 means
 	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
+	// Streams selects the Redis Streams mode of Node's @socket.io/redis-streams-adapter 0.3
+	// (streams.go) instead of the classic pub/sub one: broadcasts go through a stream (named
+	// Prefix, as Node's streamName) and sessions are kept in Redis, so that a client recovers its
+	// session on any node.
+	Streams bool
+	// StreamMaxLen is the approximate length the stream is trimmed to (XADD MAXLEN ~); 0 means
+	// DefaultStreamMaxLen.
+	StreamMaxLen int64
 	// Logger receives state changes (connected, unreachable, back) and malformed messages (debug);
 	// nil discards them.
 	Logger *slog.Logger
@@ -79,6 +89,10 @@ type Redis struct {
 	uid    string
 	client *redis.Client
 	ps     *redis.PubSub
+	// streams mode (streams.go): the stream's state, and a client of one connection for the
+	// reader's blocking XREAD (closed by Close, which ends the read at once).
+	streams *streamState
+	reader  *redis.Client
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -104,6 +118,8 @@ type Redis struct {
 	published atomic.Uint64
 	dropped   atomic.Uint64
 	malformed atomic.Uint64
+	received  atomic.Uint64
+	timeouts  atomic.Uint64
 
 	lastDropLog atomic.Int64 // unix nanoseconds
 }
@@ -118,12 +134,30 @@ const (
 
 type route struct {
 	a        *redisAdapter
-	response bool // the response channels; otherwise the request channel
+	s        *streamsAdapter // streams mode: its public and private channels
+	response bool            // the response channels; otherwise the request channel
 }
 
+// outMsg is one command of the publish queue: a PUBLISH of payload on channel, or in streams mode
+// an XADD to the stream or a SET of a session.
 type outMsg struct {
 	channel string
 	payload []byte
+	xadd    *xaddMsg
+	set     *setMsg
+}
+
+func (m *outMsg) size() int {
+	n := len(m.payload)
+	if m.xadd != nil {
+		for _, v := range m.xadd.values {
+			n += len(v)
+		}
+	}
+	if m.set != nil {
+		n += len(m.set.key) + len(m.set.value)
+	}
+	return n
 }
 
 // RedisStatus is the state of the link to Redis.
@@ -136,8 +170,9 @@ type RedisStatus struct {
 	Since time.Time
 	// Published counts messages published; Dropped, messages that could not be (queue full during
 	// an outage, or lost with a failed pipeline); Malformed, messages from Redis that did not decode
-	// and were ignored.
-	Published, Dropped, Malformed uint64
+	// and were ignored; Received, messages received from Redis (every channel, this node's own
+	// included); Timeouts, cluster requests that returned ErrTimeout.
+	Published, Dropped, Malformed, Received, Timeouts uint64
 }
 
 // NewRedis parses o.URL and starts the adapter's two goroutines; it does not wait for Redis, whose
@@ -190,6 +225,17 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		since:    time.Now(),
 	}
 	r.pubOK.Store(true)
+	if o.Streams {
+		if o.StreamMaxLen <= 0 {
+			r.opts.StreamMaxLen = DefaultStreamMaxLen
+		}
+		r.streams = newStreamState(o.Prefix, r.opts.StreamMaxLen)
+		ro1 := *ro
+		ro1.PoolSize, ro1.MinIdleConns, ro1.MaxIdleConns = 1, 0, 1
+		r.reader = redis.NewClient(&ro1)
+		r.wg.Add(1)
+		go r.streamReader()
+	}
 	r.wg.Add(2)
 	go r.subscriber()
 	go r.publisher()
@@ -198,6 +244,9 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 
 // Factory is an adapter.Factory: it creates the namespace's adapter and subscribes to its channels.
 func (r *Redis) Factory(nsp Namespace) Adapter {
+	if r.streams != nil {
+		return r.streamsFactory(nsp)
+	}
 	a := newRedisAdapter(r, nsp)
 	r.mu.Lock()
 	closed := r.closed
@@ -262,6 +311,9 @@ func (r *Redis) Close() error {
 		r.mu.Unlock()
 		close(r.done)
 		err = r.ps.Close()
+		if r.reader != nil {
+			err = errors.Join(err, r.reader.Close())
+		}
 		r.wg.Wait()
 		r.cancel()
 		err = errors.Join(err, r.client.Close())
@@ -280,19 +332,37 @@ func (r *Redis) Status() RedisStatus {
 		Published: r.published.Load(),
 		Dropped:   r.dropped.Load(),
 		Malformed: r.malformed.Load(),
+		Received:  r.received.Load(),
+		Timeouts:  r.timeouts.Load(),
 	}
+}
+
+// Nodes returns the number of nodes in the cluster, this one included: the subscribers of the root
+// namespace's request channel (PUBSUB NUMSUB), as ServerCount counts them.
+func (r *Redis) Nodes(ctx context.Context) (int, error) {
+	ch := r.opts.Prefix + "-request#/#"
+	counts, err := r.client.PubSubNumSub(ctx, ch).Result()
+	if err != nil {
+		return 0, err
+	}
+	return int(counts[ch]), nil
 }
 
 // publish queues a message; it never blocks. It reports false when the message was dropped.
 func (r *Redis) publish(channel string, payload []byte) bool {
-	n := int64(len(payload))
+	return r.enqueue(outMsg{channel: channel, payload: payload})
+}
+
+// enqueue queues a command; it never blocks. It reports false when the command was dropped.
+func (r *Redis) enqueue(m outMsg) bool {
+	n := int64(m.size())
 	if r.queuedBytes.Add(n) > queueBytes {
 		r.queuedBytes.Add(-n)
 		r.drop()
 		return false
 	}
 	select {
-	case r.queue <- outMsg{channel, payload}:
+	case r.queue <- m:
 		return true
 	default:
 		r.queuedBytes.Add(-n)
@@ -332,6 +402,7 @@ func (r *Redis) publisher() {
 		if !r.send(batch) {
 			r.awaitRedis()
 		}
+		clear(batch) // let the payloads go
 	}
 }
 
@@ -339,13 +410,13 @@ func (r *Redis) publisher() {
 func (r *Redis) fill(batch []outMsg) []outMsg {
 	size := 0
 	for _, m := range batch {
-		size += len(m.payload)
+		size += m.size()
 	}
 	for len(batch) < batchMessages && size < batchBytes {
 		select {
 		case m := <-r.queue:
 			batch = append(batch, m)
-			size += len(m.payload)
+			size += m.size()
 		default:
 			return batch
 		}
@@ -355,20 +426,40 @@ func (r *Redis) fill(batch []outMsg) []outMsg {
 
 // send publishes batch in one pipeline; a failed pipeline's messages are counted as dropped (some
 // may have gone out: they are not sent again, so none is published twice).
+//
+// In streams mode a broadcast's XADD result says when its local recipients get it (streams.go):
+// the ids go to the reader; a broadcast whose XADD failed is delivered here at once, without an
+// offset, as Node delivers it when its XADD fails.
 func (r *Redis) send(batch []outMsg) bool {
 	size := 0
 	for _, m := range batch {
-		size += len(m.payload)
+		size += m.size()
 	}
 	r.queuedBytes.Add(-int64(size))
+	var xadds []*redis.StringCmd
+	if r.streams != nil {
+		xadds = make([]*redis.StringCmd, len(batch))
+		r.streams.beginInflight()
+		defer r.streams.endInflight()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, m := range batch {
-			p.Publish(ctx, m.channel, m.payload)
+		for i, m := range batch {
+			switch {
+			case m.xadd != nil:
+				xadds[i] = p.XAdd(ctx, &redis.XAddArgs{Stream: r.streams.name, MaxLen: r.opts.StreamMaxLen, Approx: true, Values: m.xadd.values})
+			case m.set != nil:
+				p.Set(ctx, m.set.key, m.set.value, m.set.ttl)
+			default:
+				p.Publish(ctx, m.channel, m.payload)
+			}
 		}
 		return nil
 	})
+	if r.streams != nil {
+		r.streams.xaddDone(batch, xadds)
+	}
 	if err != nil {
 		r.dropped.Add(uint64(len(batch)))
 		r.setLink(false, false, err)
@@ -379,13 +470,18 @@ func (r *Redis) send(batch []outMsg) bool {
 	return true
 }
 
-// awaitRedis pings with backoff until Redis answers or r closes.
+// awaitRedis pings with backoff until Redis answers or r closes. In streams mode, broadcasts that
+// were queued meanwhile are delivered to the local sockets at once (as the ones made during the
+// outage are), not held until Redis is back.
 func (r *Redis) awaitRedis() {
 	for wait := backoffMin; ; wait = min(2*wait, backoffMax) {
 		select {
 		case <-r.done:
 			return
 		case <-time.After(wait):
+		}
+		if r.streams != nil {
+			r.streams.deliverQueued(r)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 		err := r.client.Ping(ctx).Err()
@@ -415,13 +511,13 @@ func (r *Redis) flush(batch []outMsg) {
 		break
 	}
 	for _, m := range batch {
-		r.queuedBytes.Add(-int64(len(m.payload)))
+		r.queuedBytes.Add(-int64(m.size()))
 	}
 	r.dropped.Add(uint64(len(batch)))
 	for {
 		select {
 		case m := <-r.queue:
-			r.queuedBytes.Add(-int64(len(m.payload)))
+			r.queuedBytes.Add(-int64(m.size()))
 			r.dropped.Add(1)
 		default:
 			return
@@ -463,6 +559,7 @@ func (r *Redis) subscriber() {
 		wait = backoffMin
 		r.setLink(true, true, nil)
 		if m, ok := msg.(*redis.Message); ok {
+			r.received.Add(1)
 			r.dispatch(m)
 		}
 	}
@@ -495,6 +592,8 @@ func (r *Redis) dispatch(m *redis.Message) {
 	}
 	r.mu.RUnlock()
 	switch {
+	case rt.s != nil:
+		rt.s.onPubSub([]byte(m.Payload))
 	case a == nil:
 		return
 	case m.Pattern != "":

@@ -77,14 +77,16 @@ func (a *redisAdapter) Close() error {
 	if !a.detached {
 		a.r.release(a)
 	}
-	return nil
+	return a.Memory.Close()
 }
 
 // Broadcast delivers p to the local sockets and, unless opts.Local, publishes it for the other
 // nodes: on <prefix>#<nsp>#<room># when it goes to exactly one room, on <prefix>#<nsp># otherwise.
+// A packet for one socket of this node (Conn.Emit with recovery on goes through here to be
+// stamped and kept) stays here.
 func (a *redisAdapter) Broadcast(p *protocol.Packet, opts BroadcastOptions) {
 	a.Memory.Broadcast(p, opts)
-	if opts.Local || a.detached {
+	if opts.Local || a.detached || (len(opts.Rooms) == 1 && len(opts.Except) == 0 && a.has(opts.Rooms[0])) {
 		return
 	}
 	opts.Rooms, opts.Except = unique(opts.Rooms), unique(opts.Except)
@@ -427,7 +429,15 @@ func (a *redisAdapter) FetchSockets(ctx context.Context, opts BroadcastOptions) 
 			out = append(out, infos...)
 		}
 	})
-	return out, err
+	return out, a.counted(err)
+}
+
+// counted counts a request that some node did not answer in time, and returns err.
+func (a *redisAdapter) counted(err error) error {
+	if errors.Is(err, ErrTimeout) {
+		a.r.timeouts.Add(1)
+	}
+	return err
 }
 
 // sendToAll applies a join, leave or disconnect here and publishes it for the other nodes, which
@@ -493,7 +503,7 @@ func (a *redisAdapter) ServerSideEmitWithAck(ctx context.Context, event string, 
 			replies = append(replies, m.Data)
 		}
 	})
-	return replies, err
+	return replies, a.counted(err)
 }
 
 // BroadcastWithAck publishes a BROADCAST request (msgpack, the requester's timeout in its flags),
@@ -531,7 +541,7 @@ func (a *redisAdapter) BroadcastWithAck(ctx context.Context, p *protocol.Packet,
 	servers, err := a.ServerCount(ctx)
 	col.setServers(servers)
 	res, werr := col.wait(ctx)
-	return res, errors.Join(err, werr)
+	return res, a.counted(errors.Join(err, werr))
 }
 
 func nonNilInfos(l []SocketInfo) []SocketInfo {

@@ -5,7 +5,6 @@ import (
 	"math"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -32,6 +31,10 @@ type limitError struct {
 
 func (e *limitError) Error() string   { return e.code + ": " + e.msg }
 func (e *limitError) HTTPStatus() int { return e.status }
+
+// Reason is the refusal's reason in logs and metrics (see engine.Options.AllowRequest): its code, a
+// constant.
+func (e *limitError) Reason() string { return e.code }
 
 // burstOf is the burst a limit of perSecond uses when none is configured: one second's worth.
 func burstOf(perSecond float64, burst int) int {
@@ -145,22 +148,18 @@ type ConnLimits struct {
 type ConnGuard struct {
 	limits     ConnLimits
 	ip         ClientIP
-	log        *slog.Logger
 	handshakes *addrLimiter // nil without a handshake rate
 
 	mu      sync.Mutex
 	total   int
 	perAddr map[string]int // only addresses with open connections: it shrinks as they close
-
-	lastWarn atomic.Int64 // unix nanoseconds of the last refusal logged at warn
 }
 
-// NewConnGuard returns a ConnGuard; log receives refusals.
-func NewConnGuard(limits ConnLimits, ip ClientIP, log *slog.Logger) *ConnGuard {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	g := &ConnGuard{limits: limits, ip: ip, log: log, perAddr: make(map[string]int)}
+// NewConnGuard returns a ConnGuard. Its refusals are not logged here but by the engine, which logs
+// every refused handshake once (those of the limits throttled) and counts it in the metrics with
+// the refusal's code as its reason.
+func NewConnGuard(limits ConnLimits, ip ClientIP) *ConnGuard {
+	g := &ConnGuard{limits: limits, ip: ip, perAddr: make(map[string]int)}
 	if limits.HandshakeRate > 0 {
 		g.handshakes = newAddrLimiter(rate.Limit(limits.HandshakeRate), burstOf(limits.HandshakeRate, limits.HandshakeBurst))
 	}
@@ -173,19 +172,19 @@ func NewConnGuard(limits ConnLimits, ip ClientIP, log *slog.Logger) *ConnGuard {
 func (g *ConnGuard) Admit(r *http.Request) (release func(), err error) {
 	key := g.ip.Key(r)
 	if g.handshakes != nil && !g.handshakes.allow(key) {
-		return nil, g.refused(key, &limitError{http.StatusTooManyRequests, CodeRateLimited,
-			"too many new connections from this address (CHORUS_HANDSHAKE_RATE)"})
+		return nil, &limitError{http.StatusTooManyRequests, CodeRateLimited,
+			"too many new connections from this address (CHORUS_HANDSHAKE_RATE)"}
 	}
 	g.mu.Lock()
 	switch {
 	case g.limits.MaxTotal > 0 && g.total >= g.limits.MaxTotal:
 		g.mu.Unlock()
-		return nil, g.refused(key, &limitError{http.StatusServiceUnavailable, CodeTooManyConnections,
-			"the server is at its connection limit (CHORUS_MAX_CONNS)"})
+		return nil, &limitError{http.StatusServiceUnavailable, CodeTooManyConnections,
+			"the server is at its connection limit (CHORUS_MAX_CONNS)"}
 	case g.limits.MaxPerAddr > 0 && g.perAddr[key] >= g.limits.MaxPerAddr:
 		g.mu.Unlock()
-		return nil, g.refused(key, &limitError{http.StatusTooManyRequests, CodeTooManyConnections,
-			"too many connections from this address (CHORUS_MAX_CONNS_PER_IP)"})
+		return nil, &limitError{http.StatusTooManyRequests, CodeTooManyConnections,
+			"too many connections from this address (CHORUS_MAX_CONNS_PER_IP)"}
 	}
 	g.total++
 	g.perAddr[key]++
@@ -201,19 +200,6 @@ func (g *ConnGuard) release(key string) {
 	if g.perAddr[key]--; g.perAddr[key] <= 0 {
 		delete(g.perAddr, key)
 	}
-}
-
-// refused logs a refusal, at warn at most every 10 s (a flood must not flood the log too), at debug
-// otherwise.
-func (g *ConnGuard) refused(key string, e *limitError) error {
-	now := time.Now().UnixNano()
-	last := g.lastWarn.Load()
-	if now-last >= int64(10*time.Second) && g.lastWarn.CompareAndSwap(last, now) {
-		g.log.Warn("connection refused by a limit (further refusals in the next 10s are logged at debug)", "remote", key, "reason", e.code, "err", e.msg)
-	} else {
-		g.log.Debug("connection refused by a limit", "remote", key, "reason", e.code, "err", e.msg)
-	}
-	return e
 }
 
 // Open returns the number of connections holding a place, in total and for the addresses tracked.

@@ -65,6 +65,7 @@ func InstallAuth(n *sio.Namespace, o AuthOptions) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	n.HandshakeRooms(rooms.IsUserRoom) // a session recovers only under the same user
 	n.Use(func(_ context.Context, h *sio.Handshake, auth json.RawMessage) error {
 		token, err := tokenOf(h, auth)
 		if err != nil {

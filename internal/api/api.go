@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/chorus-rt/chorus/adapter"
@@ -32,10 +33,22 @@ type Options struct {
 	AuthFailures float64
 	// ClientIP finds a request's address (for AuthFailures).
 	ClientIP middleware.ClientIP
+	// Metrics counts each request by route and status; nil means none.
+	Metrics interface {
+		APIRequest(route string, status int, d time.Duration)
+	}
 }
 
-// Handler returns the handler for /api/.
+// Routes are the API's routes: the values of the route label in the metrics and the access log
+// (any other path under /api/ is "other").
+var Routes = []string{"/api/v1/emit", "/api/v1/sockets", "/api/v1/disconnect"}
+
+// Handler returns the handler for /api/. Every request is logged once (the access log: method,
+// route, status, duration, remote address) and counted.
 func Handler(o Options) http.Handler {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/v1/emit", func(w http.ResponseWriter, r *http.Request) { emit(o, w, r) })
 	mux.HandleFunc("/api/v1/sockets", func(w http.ResponseWriter, r *http.Request) { sockets(o, w, r) })
@@ -43,8 +56,53 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not_found", "no such API route")
 	})
-	return middleware.APIKey(middleware.APIKeyOptions{Key: o.Key, ReadKey: o.ReadKey, FailuresPerMinute: o.AuthFailures, ClientIP: o.ClientIP}, WriteError, mux)
+	// The access log is outermost, so that refusals by the key check (401, 403 for the read-only
+	// key, 429 after too many failures) are logged and counted too.
+	return accessLog(o, middleware.APIKey(middleware.APIKeyOptions{Key: o.Key, ReadKey: o.ReadKey, FailuresPerMinute: o.AuthFailures, ClientIP: o.ClientIP}, WriteError, mux))
 }
+
+// accessLog logs and counts each request once it is answered.
+func accessLog(o Options, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		d := time.Since(start)
+		route := "other"
+		if slices.Contains(Routes, r.URL.Path) {
+			route = r.URL.Path
+		}
+		if o.Metrics != nil {
+			o.Metrics.APIRequest(route, sw.status, d)
+		}
+		o.Logger.Info("http request", "method", r.Method, "route", route, "status", sw.status,
+			"duration", d.Round(time.Microsecond), "bytes", sw.bytes, "remote", r.RemoteAddr)
+	})
+}
+
+// statusWriter records the status and the size of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if !w.wrote {
+		w.status, w.wrote = status, true
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += n
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // WriteError writes the API's error format: {"error":{"code","message"}}.
 func WriteError(w http.ResponseWriter, status int, code, message string) {

@@ -1,5 +1,5 @@
-// Package app wires chorus together in one readable function: config → logger → server → namespaces
-// → HTTP mux → serve, and the ordered shutdown.
+// Package app wires chorus together in one readable function: config → logger → metrics → adapter →
+// server → namespaces → admin → HTTP mux → serve, and the ordered shutdown.
 package app
 
 import (
@@ -11,12 +11,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/chorus-rt/chorus/adapter"
+	"github.com/chorus-rt/chorus/internal/admin"
 	"github.com/chorus-rt/chorus/internal/api"
 	"github.com/chorus-rt/chorus/internal/config"
 	"github.com/chorus-rt/chorus/internal/engine"
+	"github.com/chorus-rt/chorus/internal/metrics"
 	"github.com/chorus-rt/chorus/internal/sio"
 	"github.com/chorus-rt/chorus/middleware"
 	"github.com/chorus-rt/chorus/namespaces"
@@ -54,10 +60,27 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv, handler := New(cfg, log)
-	hs := HTTPServer(handler, log)
+	n := build(cfg, log)
+	srv := n.srv
+	hs := HTTPServer(n.handler, log)
+	serveErr := make(chan error, 2)
+	var ms *http.Server
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			srv.Close()
+			return fmt.Errorf("listen for metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", n.metrics)
+		ms = HTTPServer(mux, log)
+		log.Info("metrics listening", "addr", mln.Addr().String(), "path", "/metrics")
+		go func() { serveErr <- ms.Serve(mln) }()
+	}
 	start := time.Now()
-	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "transports", cfg.Transports)
+	log.Info("listening", "addr", ln.Addr().String(), "version", Version, "go", runtime.Version(), "pid", os.Getpid(),
+		"transports", cfg.Transports, "redis", cfg.RedisURL != "", "admin_ui", cfg.AdminEnabled())
 	if cfg.APIKey == "" {
 		log.Warn("HTTP API disabled: set CHORUS_API_KEY to enable /api/v1/emit")
 	}
@@ -71,7 +94,6 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		log.Info("client tokens verified", "hs256", cfg.JWTSecret != "", "keys", cfg.JWTKeys, "issuer", cfg.JWTIssuer, "audience", cfg.JWTAudience)
 	}
 
-	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	select {
 	case err := <-serveErr:
@@ -89,6 +111,9 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer cancel()
 	if err := hs.Shutdown(shutCtx); err != nil {
 		hs.Close()
+	}
+	if ms != nil {
+		ms.Close()
 	}
 	err = srv.Close()
 	log.Info("stopped", "version", Version, "uptime", time.Since(start).Round(time.Second))
@@ -120,13 +145,40 @@ func HTTPServer(handler http.Handler, log *slog.Logger) *http.Server {
 
 // New builds the Socket.IO server and the HTTP handler of a configuration; tests use it to run chorus
 // in-process. With CHORUS_REDIS_URL set, the namespaces get the Redis adapter; its connection closes
-// with the server (Server.Close closes the adapters, the last one closes the connection).
+// with the server (Server.Close closes the adapters, the last one closes the connection). The
+// handler serves /metrics unless CHORUS_METRICS_ADDR moves it (Run serves it there).
 func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
+	n := build(cfg, log)
+	return n.srv, n.handler
+}
+
+// node is one chorus server: the Socket.IO server, the main HTTP handler and the metrics handler.
+type node struct {
+	srv     *sio.Server
+	handler http.Handler
+	metrics http.Handler
+}
+
+func build(cfg config.Config, log *slog.Logger) node {
+	// Metrics go to a registry of this server's own (tests run several in one process).
+	reg := metrics.NewRegistry(Version)
+	names := make([]string, 0, len(cfg.Namespaces))
+	for _, nc := range cfg.Namespaces {
+		names = append(names, nc.Name)
+	}
+	// A fresh registry holds nothing New's metrics could clash with, so this cannot fail.
+	m, err := metrics.New(reg, metrics.Options{Namespaces: names})
+	if err != nil {
+		log.Error("metrics disabled", "err", err)
+		m = nil
+	}
+
 	var cluster *adapter.Redis
 	if cfg.RedisURL != "" {
 		var err error
 		cluster, err = adapter.NewRedis(adapter.RedisOptions{
 			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, RequestTimeout: cfg.RedisRequestTimeout, Logger: log,
+			Streams: cfg.RedisMode == "streams", StreamMaxLen: int64(cfg.RedisStreamMaxLen),
 		})
 		if err != nil { // Run validates the configuration first, so only an unvalidated one gets here
 			log.Error("redis adapter disabled: this node serves its own clients only", "err", err)
@@ -147,7 +199,7 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 	guard := middleware.NewConnGuard(middleware.ConnLimits{
 		HandshakeRate: cfg.HandshakeRate, HandshakeBurst: cfg.HandshakeBurst,
 		MaxPerAddr: cfg.MaxConnsPerIP, MaxTotal: cfg.MaxConns,
-	}, clientIP, log)
+	}, clientIP)
 	origins := cfg.CORSOrigins
 	if cfg.Mode == "development" && len(origins) == 0 {
 		origins = []string{"*"}
@@ -164,15 +216,39 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 		},
 		Adapter: factory,
 		Logger:  log,
+		Metrics: sioMetrics(m),
 	})
 	setupNamespaces(srv, cfg, authenticator(cfg, log), dedup, log)
+	if cluster != nil && m != nil {
+		if err := m.WatchCluster(cluster); err != nil {
+			log.Error("redis adapter metrics disabled", "err", err)
+		}
+	}
+	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: promLogger{log}})
 
 	mux := http.NewServeMux()
 	mux.Handle("/socket.io/", srv)
-	mux.Handle("/api/", api.Handler(api.Options{
+	apiOpts := api.Options{
 		Key: cfg.APIKey, ReadKey: cfg.APIReadKey, AuthFailures: cfg.APIAuthFailures, ClientIP: clientIP,
 		MaxPayload: cfg.MaxPayload, Server: srv, Logger: log,
-	}))
+	}
+	if m != nil {
+		apiOpts.Metrics = m
+	}
+	mux.Handle("/api/", api.Handler(apiOpts))
+	if cfg.MetricsAddr == "" {
+		mux.Handle("GET /metrics", metricsHandler)
+	}
+	if cfg.AdminEnabled() {
+		ao := admin.Options{Username: cfg.AdminUsername, Password: cfg.AdminPassword, Events: cfg.AdminEvents, Logger: log}
+		if m != nil {
+			ao.Totals = m.Totals
+		}
+		admin.Register(srv, ao)
+		ui := admin.UIHandler(cfg.AdminUIDir)
+		mux.Handle("/admin/", ui)
+		mux.Handle("/admin", ui)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -188,8 +264,21 @@ func New(cfg config.Config, log *slog.Logger) (*sio.Server, http.Handler) {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("/", web.Handler(cfg.ClientDir))
-	return srv, mux
+	return node{srv: srv, handler: mux, metrics: metricsHandler}
 }
+
+// sioMetrics is m as the server's metrics; nil (none) if m is.
+func sioMetrics(m *metrics.Metrics) sio.Metrics {
+	if m == nil {
+		return nil
+	}
+	return m
+}
+
+// promLogger sends promhttp's errors (a collector that failed during a scrape) to the log.
+type promLogger struct{ log *slog.Logger }
+
+func (l promLogger) Println(v ...any) { l.log.Error("metrics: " + fmt.Sprint(v...)) }
 
 // readyRedis answers /readyz for a node in a Redis cluster. Redis being down is reported but stays
 // 200: every node shares the one Redis, so a 503 would take all of them out of the load balancer at
@@ -206,9 +295,9 @@ func readyRedis(w http.ResponseWriter, st adapter.RedisStatus) {
 	fmt.Fprintf(w, "degraded\nredis: %s since %s; serving local clients only (dropped %d messages so far)\n", st.State, since, st.Dropped)
 }
 
-// setupNamespaces installs, on "/" and on every configured namespace, token authentication (per the
-// namespace's auth mode), the per-socket event limit and the client protocol; names with '*' become
-// dynamic namespaces set up on first use.
+// setupNamespaces installs, on "/" and on every configured namespace, connection-state recovery
+// where it is on, token authentication (per the namespace's auth mode), the per-socket event limit
+// and the client protocol; names with '*' become dynamic namespaces set up on first use.
 func setupNamespaces(srv *sio.Server, cfg config.Config, authn middleware.Authenticator, dedup adapter.Deduper, log *slog.Logger) {
 	setup := func(nc config.Namespace) func(*sio.Namespace) {
 		policy := rooms.Policy{Join: nc.Join, Publish: nc.Publish, MaxRooms: cfg.MaxRooms}
@@ -217,6 +306,9 @@ func setupNamespaces(srv *sio.Server, cfg config.Config, authn middleware.Authen
 			authn = refuseAll{}
 		}
 		return func(n *sio.Namespace) {
+			if o, ok := recoveryOptions(cfg, nc); ok {
+				n.EnableRecovery(o)
+			}
 			middleware.InstallAuth(n, middleware.AuthOptions{Authenticator: authn, Mode: mode, Leeway: cfg.JWTLeeway, Logger: log})
 			middleware.EventLimit(n, cfg.RateEvents, cfg.RateBurst, log)
 			namespaces.Register(n, policy, dedup, log)
@@ -235,6 +327,18 @@ func setupNamespaces(srv *sio.Server, cfg config.Config, authn middleware.Authen
 	if !root {
 		setup(config.Namespace{Name: "/"})(srv.Namespace("/"))
 	}
+}
+
+// recoveryOptions returns the connection-state recovery of namespace nc, if it is on: "/" takes it
+// from the recovery settings, others from their recovery key.
+func recoveryOptions(cfg config.Config, nc config.Namespace) (adapter.RecoveryOptions, bool) {
+	if nc.Name == "/" {
+		return adapter.RecoveryOptions{MaxDisconnection: cfg.RecoveryMaxDisconnection, MaxPackets: int(cfg.RecoveryMaxPackets)}, cfg.Recovery
+	}
+	if r := nc.Recovery; r != nil && r.Enabled {
+		return adapter.RecoveryOptions{MaxDisconnection: r.MaxDisconnection, MaxPackets: int(r.MaxPackets)}, true
+	}
+	return adapter.RecoveryOptions{}, false
 }
 
 // authenticator returns the verifier of client tokens, nil without a JWT secret or key. A key file

@@ -256,10 +256,15 @@ func TestEmitWithAck(t *testing.T) {
 		for _, c := range silents {
 			answer(t, c, nil)
 		}
+		before := scrape(t, url)
 		status, res := apiCall(t, url, `{"rooms":["mixed"],"event":"q","ack_timeout":"300ms"}`)
 		if status != 200 || res["clients"] != 6.0 || len(res["acks"].([]any)) != 2 || res["timed_out"] != 4.0 {
 			t.Fatalf("%d %v", status, res)
 		}
+		// The metrics count the event sent to each of the six, and time the two acks that came.
+		const ns = `{namespace="/"}`
+		waitMetric(t, url, "chorus_events_sent_total"+ns, before["chorus_events_sent_total"+ns]+6)
+		waitMetric(t, url, "chorus_ack_round_trip_seconds_count"+ns, before["chorus_ack_round_trip_seconds_count"+ns]+2)
 	})
 
 	t.Run("nobody selected", func(t *testing.T) {

@@ -57,7 +57,9 @@ type Config struct {
 	// bytes as they go on the wire. A client that reads slower than its rooms
 	// are published to (or not at all) is disconnected with reason
 	// "slow_consumer" when its queue passes the cap, so that it cannot grow the
-	// server's memory; everyone else is unaffected.
+	// server's memory; everyone else is unaffected. A long-polling client's output
+	// waits here between two polls: raise the cap for clients that receive more
+	// than about a megabyte a second.
 	// Default 1048576 (1 MiB), from 1024 to 1073741824. Flag -max-buffered, env CHORUS_MAX_BUFFERED.
 	MaxBuffered int64
 
@@ -157,7 +159,8 @@ type Config struct {
 	// Default "". Flag -redis-url, env CHORUS_REDIS_URL.
 	RedisURL string
 
-	// RedisPrefix starts every Redis channel name (Node's `key` option); every node
+	// RedisPrefix starts every Redis channel name (Node's `key` option; in streams
+	// mode also the stream's name: Node's channelPrefix and streamName); every node
 	// of a cluster must use the same.
 	// Default "socket.io". Flag -redis-prefix, env CHORUS_REDIS_PREFIX.
 	RedisPrefix string
@@ -167,6 +170,36 @@ type Config struct {
 	// what arrived.
 	// Default 5s. Flag -redis-request-timeout, env CHORUS_REDIS_REQUEST_TIMEOUT (Go duration).
 	RedisRequestTimeout time.Duration
+
+	// RedisMode is how the nodes of a Redis cluster talk: "pubsub" (Node's
+	// @socket.io/redis-adapter 8.x) or "streams" (Node's @socket.io/redis-streams-adapter
+	// 0.3: broadcasts in a Redis stream, sessions in Redis, so a client recovers its
+	// session on any node).
+	// Default "pubsub". Flag -redis-mode, env CHORUS_REDIS_MODE.
+	RedisMode string
+
+	// RedisStreamMaxLen is the approximate number of entries the stream keeps in
+	// streams mode (XADD MAXLEN ~, Node's maxLen option): a client whose missed
+	// broadcasts were trimmed starts a new session.
+	// Default 10000. Flag -redis-stream-maxlen, env CHORUS_REDIS_STREAM_MAXLEN.
+	RedisStreamMaxLen int
+
+	// Recovery turns connection-state recovery on for namespace "/": a client whose
+	// connection drops and that reconnects within RecoveryMaxDisconnection gets its
+	// socket id, rooms and the events it missed back. Other namespaces set it in
+	// the file (namespaces[].recovery).
+	// Default true. Flag -recovery, env CHORUS_RECOVERY.
+	Recovery bool
+
+	// RecoveryMaxDisconnection is how long the session of a socket of "/" whose
+	// connection dropped waits for its client.
+	// Default 2m. Flag -recovery-max-disconnection, env CHORUS_RECOVERY_MAX_DISCONNECTION.
+	RecoveryMaxDisconnection time.Duration
+
+	// RecoveryMaxPackets caps the events "/" keeps in memory for recovery (the
+	// single-node and pubsub adapters; streams mode keeps them in Redis).
+	// Default 100000. Flag -recovery-max-packets, env CHORUS_RECOVERY_MAX_PACKETS.
+	RecoveryMaxPackets int
 
 	// DedupWindow is how long the id of a message a client published is remembered: a
 	// publish with an id seen within the window is acked {ok:true, duplicate:true} and not
@@ -178,6 +211,27 @@ type Config struct {
 	// about 90 bytes each); past it the oldest are forgotten before their window ends.
 	// Default 1000000. Flag -dedup-max-ids, env CHORUS_DEDUP_MAX_IDS.
 	DedupMaxIDs int
+
+	// MetricsAddr moves the Prometheus endpoint /metrics to a listener of its own at this
+	// host:port (e.g. 127.0.0.1:9090, to keep it off the public port). Empty serves it on Addr.
+	// Default "". Flag -metrics-addr, env CHORUS_METRICS_ADDR.
+	MetricsAddr string
+
+	// AdminUsername and AdminPassword are the credentials of the Socket.IO Admin UI. The whole
+	// admin surface (the /admin namespace and the UI at /admin/) is off unless both are set.
+	// Default "". Flags -admin-username, -admin-password; env CHORUS_ADMIN_USERNAME,
+	// CHORUS_ADMIN_PASSWORD.
+	AdminUsername string
+	AdminPassword string
+
+	// AdminEvents also shows the Admin UI every event sockets send and are sent (its Events
+	// page); it costs a broadcast per event.
+	// Default false. Flag -admin-events, env CHORUS_ADMIN_EVENTS.
+	AdminEvents bool
+
+	// AdminUIDir is the directory the Admin UI's built files are served from at /admin/.
+	// Default "node_modules/@socket.io/admin-ui/ui/dist". Flag -admin-ui-dir, env CHORUS_ADMIN_UI_DIR.
+	AdminUIDir string
 
 	// Namespaces configures namespaces and their room policies. It can only be
 	// set in the YAML file (key namespaces). Default none: only "/", any room.
@@ -192,6 +246,9 @@ type Config struct {
 	CheckOnly bool
 }
 
+// AdminEnabled reports whether the Admin UI is on: both its credentials are set.
+func (c Config) AdminEnabled() bool { return c.AdminUsername != "" && c.AdminPassword != "" }
+
 // Namespace configures one namespace: an exact name ("/chat") or a pattern
 // with one '*' ("/tenant-*").
 type Namespace struct {
@@ -202,9 +259,23 @@ type Namespace struct {
 	// Publish lists the room patterns a client may publish to.
 	// nil (key absent or null) allows any room; an empty list allows none.
 	Publish []string `yaml:"publish"`
+	// Recovery configures connection-state recovery; nil (key absent) leaves it
+	// off. "/" takes it from the recovery settings instead.
+	Recovery *Recovery `yaml:"recovery"`
 	// Auth is "required", "optional" or "none": whether clients of the namespace must present a
 	// token. "" means required when a JWT secret or key is configured, none otherwise.
 	Auth string `yaml:"auth"`
+}
+
+// Recovery is a namespace's connection-state recovery (key recovery of a
+// namespace: {enabled, max_disconnection, max_packets}).
+type Recovery struct {
+	// Enabled turns it on; a recovery mapping without the key enables it.
+	Enabled bool
+	// MaxDisconnection is how long a session waits for its client; 0 means 2m.
+	MaxDisconnection time.Duration
+	// MaxPackets caps the events kept in memory; 0 means 100000.
+	MaxPackets int
 }
 
 // Auth modes of a namespace.

@@ -31,9 +31,17 @@ func TestDefault(t *testing.T) {
 
 		RedisPrefix:         "socket.io",
 		RedisRequestTimeout: 5 * time.Second,
-		DedupWindow:         2 * time.Minute,
-		DedupMaxIDs:         1_000_000,
+		RedisMode:           "pubsub",
+		RedisStreamMaxLen:   10000,
 
+		Recovery:                 true,
+		RecoveryMaxDisconnection: 2 * time.Minute,
+		RecoveryMaxPackets:       100000,
+
+		DedupWindow: 2 * time.Minute,
+		DedupMaxIDs: 1_000_000,
+
+		AdminUIDir:      "node_modules/@socket.io/admin-ui/ui/dist",
 		Mode:            "production",
 		APIAuthFailures: 10,
 		HandshakeRate:   50,
@@ -192,6 +200,11 @@ namespaces:
   - &base
     name: /open
     auth: none
+  - name: /live
+    recovery: {max_disconnection: 30s, max_packets: 500}
+  - name: /off
+    recovery:
+      enabled: false
 jwt_secret: 0123456789abcdef0123456789abcdef
 `)
 	c, err := config.Load([]string{"-config", path}, env(nil), &bytes.Buffer{})
@@ -202,6 +215,8 @@ jwt_secret: 0123456789abcdef0123456789abcdef
 		{Name: "/chat", Join: []string{"lobby", "team-*"}, Publish: []string{"team-*"}},
 		{Name: "/tenant-*", Join: nil, Publish: []string{}},
 		{Name: "/open", Auth: "none"},
+		{Name: "/live", Recovery: &config.Recovery{Enabled: true, MaxDisconnection: 30 * time.Second, MaxPackets: 500}},
+		{Name: "/off", Recovery: &config.Recovery{Enabled: false}},
 	}
 	if !reflect.DeepEqual(c.Namespaces, want) {
 		t.Errorf("Namespaces = %#v\nwant %#v", c.Namespaces, want)
@@ -269,6 +284,20 @@ func TestLoadErrors(t *testing.T) {
 			name: "unknown namespace key",
 			file: "namespaces:\n  - name: /chat\n    rooms: [a]\n",
 			want: []string{`:3: namespaces: [0] rooms: unknown key`},
+		},
+		{
+			name: "bad recovery block",
+			file: "namespaces:\n  - name: /chat\n    recovery: {enabled: maybe, window: 1m, max_disconnection: soon}\n",
+			want: []string{
+				`namespaces: [0] recovery: enabled: invalid boolean "maybe"`,
+				`namespaces: [0] recovery: window: unknown key (want enabled, max_disconnection, max_packets)`,
+				`namespaces: [0] recovery: max_disconnection: invalid duration "soon"`,
+			},
+		},
+		{
+			name: "recovery not a mapping",
+			file: "namespaces:\n  - name: /chat\n    recovery: true\n",
+			want: []string{`namespaces: [0] recovery: want a mapping`},
 		},
 		{
 			name: "key given twice",
@@ -408,6 +437,52 @@ func TestValidate(t *testing.T) {
 				`namespaces: [3] "/x": name repeats namespaces[2]`,
 			},
 		},
+		{
+			name: "recovery problems",
+			change: func(c *config.Config) {
+				c.RedisMode = "streams"
+				c.RedisStreamMaxLen = 0
+				c.RecoveryMaxDisconnection = 0
+				c.RecoveryMaxPackets = -1
+				c.Namespaces = []config.Namespace{
+					{Name: "/", Recovery: &config.Recovery{Enabled: true}},
+					{Name: "/a", Recovery: &config.Recovery{Enabled: true, MaxDisconnection: -time.Second}},
+					{Name: "/b", Recovery: &config.Recovery{Enabled: true, MaxPackets: -2}},
+				}
+			},
+			want: []string{
+				"CHORUS_REDIS_MODE: streams needs a Redis server",
+				"CHORUS_REDIS_STREAM_MAXLEN: must be from 1 to 10000000, got 0",
+				"CHORUS_RECOVERY_MAX_DISCONNECTION: must be more than 0",
+				"CHORUS_RECOVERY_MAX_PACKETS: must be from 1 to 10000000, got -1",
+				`namespaces: [0] "/": recovery of / is set with the recovery settings`,
+				`namespaces: [1] "/a": recovery: max_disconnection must not be negative`,
+				`namespaces: [2] "/b": recovery: max_packets must be from 1`,
+			},
+		},
+		{name: "unknown redis mode", change: func(c *config.Config) { c.RedisMode = "cluster" }, want: []string{`CHORUS_REDIS_MODE: "cluster" is not one of pubsub, streams`}},
+		{
+			name: "metrics and admin",
+			change: func(c *config.Config) {
+				c.MetricsAddr = "127.0.0.1:9090"
+				c.AdminUsername, c.AdminPassword = "admin", "secret"
+				c.Namespaces = []config.Namespace{{Name: "/adm*"}}
+			},
+		},
+		{
+			name: "metrics and admin problems",
+			change: func(c *config.Config) {
+				c.MetricsAddr = c.Addr
+				c.AdminUsername, c.AdminPassword = "admin", "secret"
+				c.Namespaces = []config.Namespace{{Name: "/admin"}}
+			},
+			want: []string{
+				`CHORUS_METRICS_ADDR: ":3000" is CHORUS_ADDR too`,
+				`CHORUS_ADMIN_USERNAME: the Admin UI uses the namespace /admin`,
+			},
+		},
+		{name: "admin password alone", change: func(c *config.Config) { c.AdminPassword = "secret" }, want: []string{`CHORUS_ADMIN_USERNAME: set both`}},
+		{name: "bad metrics addr", change: func(c *config.Config) { c.MetricsAddr = "9090" }, want: []string{`CHORUS_METRICS_ADDR: "9090" is not host:port`}},
 		{
 			name: "security settings",
 			change: func(c *config.Config) {
@@ -578,6 +653,10 @@ func TestEverySettingIsRead(t *testing.T) {
 		"transports": "websocket", "cors-origins": "*", "drain-timeout": "1s", "log-level": "debug",
 		"log-format": "json", "client-dir": "d", "check-config": "true",
 		"redis-url": "redis://127.0.0.1:6379/1", "redis-prefix": "p", "redis-request-timeout": "1s",
+		"redis-mode": "streams", "redis-stream-maxlen": "5", "recovery": "false",
+		"recovery-max-disconnection": "30s", "recovery-max-packets": "7",
+		"metrics-addr": "127.0.0.1:9090", "admin-username": "u", "admin-password": "p", "admin-events": "true",
+		"admin-ui-dir": "d",
 		"api-read-key": "r", "api-auth-failures": "0", "mode": "development", "trusted-proxies": "10.0.0.0/8",
 		"jwt-secret": "s", "jwt-keys": "k.pem", "jwt-issuer": "i", "jwt-audience": "a", "jwt-leeway": "1s",
 		"rate-events": "2.5", "rate-burst": "3", "handshake-rate": "0", "handshake-burst": "1",

@@ -37,6 +37,8 @@ const (
 	maxPayloadLimit = 100_000_000
 	// maxPatternLen caps namespace names and room patterns, like room names.
 	maxPatternLen = 128
+	// maxCount caps the packet and stream-entry counts.
+	maxCount = 10_000_000
 )
 
 // spec is one setting: where it comes from, its default, its Config field and
@@ -236,7 +238,7 @@ var specs = []spec{
 	},
 	{
 		flag: "redis-prefix", env: "CHORUS_REDIS_PREFIX", key: "redis_prefix", def: "socket.io",
-		help:  "start of every Redis channel name (Node's `key` option); the same on every node",
+		help:  "start of every Redis channel name (Node's `key` option; in streams mode also the stream's name: `channelPrefix` and `streamName`); the same on every node",
 		field: func(c *Config) field { return (*stringField)(&c.RedisPrefix) },
 		check: func(c *Config) error { return checkNonEmpty(c.RedisPrefix) },
 	},
@@ -245,6 +247,35 @@ var specs = []spec{
 		help:  "how long a cluster request waits for the other nodes before returning what arrived",
 		field: func(c *Config) field { return (*durationField)(&c.RedisRequestTimeout) },
 		check: func(c *Config) error { return checkPositive(c.RedisRequestTimeout) },
+	},
+	{
+		flag: "redis-mode", env: "CHORUS_REDIS_MODE", key: "redis_mode", def: "pubsub",
+		help:  "how cluster nodes talk through Redis: pubsub (Node's @socket.io/redis-adapter) or streams (@socket.io/redis-streams-adapter; sessions recover on any node)",
+		field: func(c *Config) field { return (*stringField)(&c.RedisMode) },
+		check: func(c *Config) error { return checkRedisMode(c) },
+	},
+	{
+		flag: "redis-stream-maxlen", env: "CHORUS_REDIS_STREAM_MAXLEN", key: "redis_stream_maxlen", def: "10000",
+		help:  "streams mode: entries the Redis stream keeps, about (XADD MAXLEN ~, Node's maxLen)",
+		field: func(c *Config) field { return (*countField)(&c.RedisStreamMaxLen) },
+		check: func(c *Config) error { return checkCountRange(c.RedisStreamMaxLen, maxCount) },
+	},
+	{
+		flag: "recovery", env: "CHORUS_RECOVERY", key: "recovery", def: "true",
+		help:  "connection-state recovery on namespace `/`: a client that reconnects in time gets its id, rooms and missed events back (other namespaces: [docs/configuration.md](docs/configuration.md))",
+		field: func(c *Config) field { return (*boolField)(&c.Recovery) },
+	},
+	{
+		flag: "recovery-max-disconnection", env: "CHORUS_RECOVERY_MAX_DISCONNECTION", key: "recovery_max_disconnection", def: "2m",
+		help:  "how long the session of a dropped connection to `/` waits for its client",
+		field: func(c *Config) field { return (*durationField)(&c.RecoveryMaxDisconnection) },
+		check: func(c *Config) error { return checkPositive(c.RecoveryMaxDisconnection) },
+	},
+	{
+		flag: "recovery-max-packets", env: "CHORUS_RECOVERY_MAX_PACKETS", key: "recovery_max_packets", def: "100000",
+		help:  "most events `/` keeps in memory for recovery (also at most 64 MiB)",
+		field: func(c *Config) field { return (*countField)(&c.RecoveryMaxPackets) },
+		check: func(c *Config) error { return checkCountRange(c.RecoveryMaxPackets, maxCount) },
 	},
 	{
 		flag: "dedup-window", env: "CHORUS_DEDUP_WINDOW", key: "dedup_window", def: "2m",
@@ -257,6 +288,33 @@ var specs = []spec{
 		help:  "most message ids a node remembers without Redis (at most about 90 bytes each); past it the oldest are forgotten early",
 		field: func(c *Config) field { return (*countField)(&c.DedupMaxIDs) },
 		check: func(c *Config) error { return checkCount(c.DedupMaxIDs) },
+	},
+	{
+		flag: "metrics-addr", env: "CHORUS_METRICS_ADDR", key: "metrics_addr", def: "",
+		help:  "serve /metrics (Prometheus) on a listener of its own at this host:port, e.g. 127.0.0.1:9090; empty serves it on the main address",
+		field: func(c *Config) field { return (*stringField)(&c.MetricsAddr) },
+		check: func(c *Config) error { return checkMetricsAddr(c.MetricsAddr, c.Addr) },
+	},
+	{
+		flag: "admin-username", env: "CHORUS_ADMIN_USERNAME", key: "admin_username", def: "",
+		help:  "user name of the Socket.IO Admin UI (/admin/ and the /admin namespace), which is off unless both it and the password are set",
+		field: func(c *Config) field { return (*stringField)(&c.AdminUsername) },
+		check: func(c *Config) error { return checkAdmin(c) },
+	},
+	{
+		flag: "admin-password", env: "CHORUS_ADMIN_PASSWORD", key: "admin_password", def: "",
+		help:  "password of the Socket.IO Admin UI (prefer the environment variable: flags show in ps)",
+		field: func(c *Config) field { return (*stringField)(&c.AdminPassword) },
+	},
+	{
+		flag: "admin-events", env: "CHORUS_ADMIN_EVENTS", key: "admin_events", def: "false",
+		help:  "also show the Admin UI every event sockets send and are sent (its Events page); costs a broadcast per event",
+		field: func(c *Config) field { return (*boolField)(&c.AdminEvents) },
+	},
+	{
+		flag: "admin-ui-dir", env: "CHORUS_ADMIN_UI_DIR", key: "admin_ui_dir", def: "node_modules/@socket.io/admin-ui/ui/dist",
+		help:  "directory the Admin UI's built files are served from at /admin/",
+		field: func(c *Config) field { return (*stringField)(&c.AdminUIDir) },
 	},
 	{
 		key:   "namespaces",
@@ -428,7 +486,7 @@ func (f *namespacesField) set(s string) error {
 	return nil
 }
 
-// setYAML reads a list of {name, join, publish, auth}. Every problem is reported, each
+// setYAML reads a list of {name, join, publish, recovery, auth}. Every problem is reported, each
 // naming the entry's index.
 func (f *namespacesField) setYAML(n *yaml.Node) error {
 	if isNull(n) {
@@ -436,14 +494,14 @@ func (f *namespacesField) setYAML(n *yaml.Node) error {
 		return nil
 	}
 	if n.Kind != yaml.SequenceNode {
-		return errors.New("want a list of {name, join, publish, auth}")
+		return errors.New("want a list of {name, join, publish, recovery, auth}")
 	}
 	l := make([]Namespace, 0, len(n.Content))
 	var errs []error
 	for i, item := range n.Content {
 		item = resolve(item)
 		if item.Kind != yaml.MappingNode {
-			errs = append(errs, lineError{item.Line, fmt.Errorf("[%d]: want a mapping with keys name, join, publish, auth", i)})
+			errs = append(errs, lineError{item.Line, fmt.Errorf("[%d]: want a mapping with keys name, join, publish, recovery, auth", i)})
 			continue
 		}
 		var ns Namespace
@@ -460,20 +518,60 @@ func (f *namespacesField) setYAML(n *yaml.Node) error {
 				ns.Join, err = patterns(v)
 			case k.Value == "publish":
 				ns.Publish, err = patterns(v)
+			case k.Value == "recovery":
+				ns.Recovery, err = recovery(v)
 			case k.Value == "auth":
 				ns.Auth, err = scalar(v)
 			default:
-				err = errors.New("unknown key (want name, join, publish, auth)")
+				err = errors.New("unknown key (want name, join, publish, recovery, auth)")
 			}
 			seen[k.Value] = true
-			if err != nil {
-				errs = append(errs, lineError{k.Line, fmt.Errorf("[%d] %s: %w", i, k.Value, err)})
+			for _, err := range flatten(err) {
+				line := k.Line
+				if le, ok := err.(lineError); ok {
+					line, err = le.line, le.err
+				}
+				errs = append(errs, lineError{line, fmt.Errorf("[%d] %s: %w", i, k.Value, err)})
 			}
 		}
 		l = append(l, ns)
 	}
 	*f = l
 	return errors.Join(errs...)
+}
+
+// recovery reads {enabled, max_disconnection, max_packets}; null leaves recovery off.
+func recovery(n *yaml.Node) (*Recovery, error) {
+	if isNull(n) {
+		return nil, nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return nil, errors.New("want a mapping such as {enabled: true, max_disconnection: 2m, max_packets: 100000}")
+	}
+	r := &Recovery{Enabled: true}
+	seen := make(map[string]bool)
+	var errs []error
+	for j := 0; j+1 < len(n.Content); j += 2 {
+		k, v := n.Content[j], resolve(n.Content[j+1])
+		var err error
+		switch {
+		case seen[k.Value]:
+			err = errors.New("given twice")
+		case k.Value == "enabled":
+			err = (*boolField)(&r.Enabled).setYAML(v)
+		case k.Value == "max_disconnection":
+			err = (*durationField)(&r.MaxDisconnection).setYAML(v)
+		case k.Value == "max_packets":
+			err = (*countField)(&r.MaxPackets).setYAML(v)
+		default:
+			err = errors.New("unknown key (want enabled, max_disconnection, max_packets)")
+		}
+		seen[k.Value] = true
+		if err != nil {
+			errs = append(errs, lineError{k.Line, fmt.Errorf("%s: %w", k.Value, err)})
+		}
+	}
+	return r, errors.Join(errs...)
 }
 
 // patterns reads a list of room patterns. null means "any room" (nil) and []

@@ -39,6 +39,35 @@ func checkAddr(addr string) error {
 	return checkPort(port)
 }
 
+// checkMetricsAddr: empty, or a host:port that is not the main address.
+func checkMetricsAddr(addr, main string) error {
+	if addr == "" {
+		return nil
+	}
+	if err := checkAddr(addr); err != nil {
+		return err
+	}
+	if _, port, _ := net.SplitHostPort(addr); addr == main && port != "0" {
+		return fmt.Errorf("%q is CHORUS_ADDR too: leave it empty to serve /metrics there", addr)
+	}
+	return nil
+}
+
+// checkAdmin: the Admin UI's credentials come in pairs, and its namespace is its own.
+func checkAdmin(c *Config) error {
+	if (c.AdminUsername == "") != (c.AdminPassword == "") {
+		return errors.New("set both CHORUS_ADMIN_USERNAME and CHORUS_ADMIN_PASSWORD to turn the Admin UI on, or neither")
+	}
+	if c.AdminEnabled() {
+		for _, ns := range c.Namespaces {
+			if ns.Name == "/admin" {
+				return errors.New("the Admin UI uses the namespace /admin: remove it from namespaces or turn the Admin UI off")
+			}
+		}
+	}
+	return nil
+}
+
 func checkPort(port string) error {
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		return fmt.Errorf("port %q is not a number from 0 to 65535", port)
@@ -173,6 +202,16 @@ func checkNamespaces(nss []Namespace) error {
 		} else {
 			seen[ns.Name] = i
 		}
+		if r := ns.Recovery; r != nil {
+			switch {
+			case ns.Name == "/":
+				bad("recovery of / is set with the recovery settings (CHORUS_RECOVERY, CHORUS_RECOVERY_MAX_DISCONNECTION, CHORUS_RECOVERY_MAX_PACKETS), not here")
+			case r.MaxDisconnection < 0:
+				bad("recovery: max_disconnection must not be negative, got %s", r.MaxDisconnection)
+			case r.MaxPackets < 0 || r.MaxPackets > maxCount:
+				bad("recovery: max_packets must be from 1 to %d, got %d", maxCount, r.MaxPackets)
+			}
+		}
 		for _, list := range []struct {
 			key      string
 			patterns []string
@@ -218,9 +257,26 @@ func redactURL(u string) string {
 	return u
 }
 
+func checkCountRange(n, limit int) error {
+	if n < 1 || n > limit {
+		return fmt.Errorf("must be from 1 to %d, got %d", limit, n)
+	}
+	return nil
+}
+
 func checkNonNegativeNumber(v float64) error {
 	if v < 0 {
 		return fmt.Errorf("must not be negative, got %g", v)
+	}
+	return nil
+}
+
+func checkRedisMode(c *Config) error {
+	if err := checkOneOf(c.RedisMode, "pubsub", "streams"); err != nil {
+		return err
+	}
+	if c.RedisMode == "streams" && c.RedisURL == "" {
+		return errors.New("streams needs a Redis server: set CHORUS_REDIS_URL")
 	}
 	return nil
 }

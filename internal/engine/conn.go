@@ -66,6 +66,7 @@ type Conn struct {
 	probing   *wsConn // the WebSocket of the upgrade under way
 	// heartbeat
 	pingTimer    *time.Timer
+	pinged       bool // a ping is waiting for its pong
 	timeoutTimer *time.Timer
 	closeTimer   *time.Timer
 }
@@ -312,11 +313,15 @@ func (c *Conn) schedulePingLocked() {
 // ping sends a heartbeat. The timeout is armed before the ping is queued, so a pong that comes back
 // at once always finds it (the library wrote first and armed later, losing fast pongs).
 func (c *Conn) ping() {
+	if h, ok := c.handler.(HeartbeatHandler); ok {
+		h.BeforePing() // outside mu: it may read state whose writers queue packets on c
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state != stateOpen {
 		return
 	}
+	c.pinged = true
 	if c.timeoutTimer == nil {
 		c.timeoutTimer = time.AfterFunc(c.srv.opts.PingTimeout, c.pingTimedOut)
 	} else {
@@ -339,14 +344,20 @@ func (c *Conn) pingTimedOut() {
 
 func (c *Conn) pong() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.state != stateOpen {
+		c.mu.Unlock()
 		return
 	}
 	if c.timeoutTimer != nil {
 		c.timeoutTimer.Stop()
 	}
 	c.schedulePingLocked()
+	answered := c.pinged
+	c.pinged = false
+	c.mu.Unlock()
+	if h, ok := c.handler.(HeartbeatHandler); ok && answered {
+		h.OnPong()
+	}
 }
 
 // deliver hands f to onFrame on behalf of the reader holding inMu, and reports whether that reader

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -43,7 +44,9 @@ type Options struct {
 	CORSOrigins []string
 	// AllowRequest, when set, is asked before a new session is created; an error refuses the handshake
 	// with 403 (or the status of an error with an HTTPStatus() int method) and the error's text. It
-	// runs on the request's goroutine.
+	// runs on the request's goroutine. If the error (or one it wraps) has a method Reason() string,
+	// that short constant is the refusal's reason in logs and metrics; otherwise the reason is
+	// "forbidden".
 	AllowRequest func(r *http.Request) error
 	// Admit, when set, is asked after AllowRequest agreed to a new session, on the request's
 	// goroutine, and may reserve what the session will hold (e.g. a place under a connection limit).
@@ -51,6 +54,10 @@ type Options struct {
 	// (nil for none) is called exactly once: when the session has ended, or at once if it could not
 	// be created after all.
 	Admit func(r *http.Request) (release func(), err error)
+	// OnRefuse, when set, is told of every handshake (a request without a session id) the server
+	// refuses, with its reason: "origin", "transport", "version", "method", "bad_request", or
+	// AllowRequest's or Admit's (see above). It runs on the request's goroutine and must not block.
+	OnRefuse func(reason string)
 	// OnOpen is called once per new session, before its open packet is sent; the Handler it returns
 	// receives the session's packets. Required.
 	OnOpen func(c *Conn) Handler
@@ -67,6 +74,15 @@ type Handler interface {
 	OnClose(reason string)
 }
 
+// HeartbeatHandler is implemented by Handlers that want to know what the client has received.
+// BeforePing runs just before each ping is queued, on the heartbeat timer's goroutine; OnPong runs
+// when the client answers that ping, on the reader. Output leaves in queue order, so a pong tells
+// that the client received everything queued before BeforePing returned.
+type HeartbeatHandler interface {
+	BeforePing()
+	OnPong()
+}
+
 // Server is an http.Handler for the Engine.IO endpoint (mount it at /socket.io/).
 type Server struct {
 	opts     Options
@@ -76,6 +92,8 @@ type Server struct {
 
 	mu    sync.RWMutex
 	conns map[string]*Conn
+
+	lastLoadWarn atomic.Int64 // unix nanoseconds of the last load refusal (429, 503) logged at warn
 }
 
 // NewServer returns a Server with opts' zero values replaced by their defaults.
@@ -127,15 +145,6 @@ func writeError(w http.ResponseWriter, code int, message string) {
 	writeErrorStatus(w, status, code, message)
 }
 
-// refuse answers a handshake that AllowRequest or Admit refused with err.
-func refuse(w http.ResponseWriter, err error) {
-	status := http.StatusForbidden
-	if s, ok := err.(interface{ HTTPStatus() int }); ok {
-		status = s.HTTPStatus()
-	}
-	writeErrorStatus(w, status, codeForbidden, err.Error())
-}
-
 func writeErrorStatus(w http.ResponseWriter, status, code int, message string) {
 	if message == "" {
 		message = codeMessages[code]
@@ -169,8 +178,7 @@ func (s *Server) originAllowed(r *http.Request) bool {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.originAllowed(r) {
-		s.log.Debug("origin refused", "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
-		writeError(w, codeForbidden, "origin not allowed: list it in CHORUS_CORS_ORIGINS (or run with CHORUS_MODE=development)")
+		s.refuse(w, r, codeForbidden, "origin not allowed: list it in CHORUS_CORS_ORIGINS (or run with CHORUS_MODE=development)", "origin")
 		return
 	}
 	if origin := r.Header.Get("Origin"); origin != "" {
@@ -190,11 +198,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	transport := q.Get("transport")
 	if !s.enabled(transport) {
-		writeError(w, codeUnknownTransport, "")
+		s.refuse(w, r, codeUnknownTransport, "", "transport")
 		return
 	}
 	if q.Get("EIO") != "4" {
-		writeError(w, codeBadVersion, "")
+		s.refuse(w, r, codeBadVersion, "", "version")
 		return
 	}
 	sid := q.Get("sid")
@@ -204,7 +212,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if sid == "" {
 		if r.Method != http.MethodGet {
-			writeError(w, codeBadHandshake, "")
+			s.refuse(w, r, codeBadHandshake, "", "method")
 			return
 		}
 		c := s.open(w, r, Polling)
@@ -240,14 +248,14 @@ func (s *Server) lookup(sid string) *Conn {
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
 	if s.opts.AllowRequest != nil {
 		if err := s.opts.AllowRequest(r); err != nil {
-			refuse(w, err)
+			s.refuseErr(w, r, err)
 			return nil, false
 		}
 	}
 	if s.opts.Admit != nil {
 		release, err := s.opts.Admit(r)
 		if err != nil {
-			refuse(w, err)
+			s.refuseErr(w, r, err)
 			return nil, false
 		}
 		return release, true
@@ -287,6 +295,63 @@ func (s *Server) register(c *Conn) {
 	s.conns[c.id] = c
 	s.mu.Unlock()
 	c.handler = s.opts.OnOpen(c)
+}
+
+// refuseErr answers a handshake that AllowRequest or Admit refused with err: 403, or the status of
+// an error with an HTTPStatus() int method. The reason is the error's Reason() string, or
+// "forbidden".
+func (s *Server) refuseErr(w http.ResponseWriter, r *http.Request, err error) {
+	status := http.StatusForbidden
+	var hs interface{ HTTPStatus() int }
+	if errors.As(err, &hs) {
+		status = hs.HTTPStatus()
+	}
+	reason := "forbidden"
+	var rr interface{ Reason() string }
+	if errors.As(err, &rr) {
+		reason = rr.Reason()
+	}
+	s.refuseStatus(w, r, status, codeForbidden, err.Error(), reason)
+}
+
+// refuse answers a request with an Engine.IO error. When it is a handshake (no sid), the refusal is
+// logged, once, and reported to OnRefuse.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, message, reason string) {
+	status := http.StatusBadRequest
+	if code == codeForbidden {
+		status = http.StatusForbidden
+	}
+	s.refuseStatus(w, r, status, code, message, reason)
+}
+
+// refuseStatus is refuse with an HTTP status. A refusal for load (429 or 503: a limit on
+// connections) is logged at warn at most every 10 s and at debug otherwise, so that a flood does
+// not flood the log too; it is counted all the same.
+func (s *Server) refuseStatus(w http.ResponseWriter, r *http.Request, status, code int, message, reason string) {
+	writeErrorStatus(w, status, code, message)
+	q := r.URL.Query()
+	if q.Get("sid") != "" {
+		return
+	}
+	attrs := []any{"reason", reason, "transport", q.Get("transport"), "remote", r.RemoteAddr}
+	if reason == "origin" {
+		attrs = append(attrs, "origin", r.Header.Get("Origin"))
+	}
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		attrs = append(attrs, "status", status, "err", message)
+		now := time.Now().UnixNano()
+		last := s.lastLoadWarn.Load()
+		if now-last >= int64(10*time.Second) && s.lastLoadWarn.CompareAndSwap(last, now) {
+			s.log.Warn("handshake refused (further refusals for load in the next 10s are logged at debug)", attrs...)
+		} else {
+			s.log.Debug("handshake refused", attrs...)
+		}
+	} else {
+		s.log.Info("handshake refused", attrs...)
+	}
+	if s.opts.OnRefuse != nil {
+		s.opts.OnRefuse(reason)
+	}
 }
 
 func (s *Server) upgradesFor(transport string) []string {

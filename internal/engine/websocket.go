@@ -227,7 +227,7 @@ func (w *wsConn) readMessage(max int64) (data []byte, binary bool, err error) {
 func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request, sid string) {
 	accept, ok := acceptKey(r)
 	if !ok {
-		writeError(w, codeBadRequest, "")
+		s.refuse(w, r, codeBadRequest, "", "bad_request")
 		return
 	}
 	var c *Conn

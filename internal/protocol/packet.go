@@ -41,6 +41,10 @@ type Packet struct {
 	HasID       bool
 	Data        json.RawMessage
 	Attachments [][]byte
+	// Offset, when set, is written as an extra last argument of an event: the connection-state
+	// recovery offset (socket.io 4.6+), which the client remembers and sends back when it
+	// reconnects. Data stays without it, so that one packet can be stamped without being copied.
+	Offset string
 }
 
 var (
@@ -232,8 +236,44 @@ func AppendHeader(dst []byte, p *Packet) []byte {
 
 // Encode returns the text message of p; its attachments follow as binary messages.
 func (p *Packet) Encode() []byte {
-	b := AppendHeader(make([]byte, 0, 16+len(p.Data)), p)
-	return append(b, p.Data...)
+	if p.Offset == "" {
+		b := AppendHeader(make([]byte, 0, 16+len(p.Data)), p)
+		return append(b, p.Data...)
+	}
+	b := AppendHeader(make([]byte, 0, 20+len(p.Data)+len(p.Offset)), p)
+	return AppendOffset(b, p.Data, p.Offset)
+}
+
+// AppendOffset appends the JSON array data with offset added as its last element (a JSON string).
+func AppendOffset(dst []byte, data json.RawMessage, offset string) []byte {
+	data = bytes.TrimRight(data, " \t\r\n")
+	if len(data) < 2 || data[len(data)-1] != ']' {
+		return append(dst, data...) // not an array: nothing to stamp (never the case for an event)
+	}
+	dst = append(dst, data[:len(data)-1]...)
+	if len(bytes.TrimSpace(data[1:len(data)-1])) > 0 {
+		dst = append(dst, ',')
+	}
+	if plainString(offset) {
+		dst = append(dst, '"')
+		dst = append(dst, offset...)
+		dst = append(dst, '"')
+	} else {
+		q, _ := json.Marshal(offset)
+		dst = append(dst, q...)
+	}
+	return append(dst, ']')
+}
+
+// plainString reports whether s can be written as a JSON string without escapes (offsets always
+// can: digits, letters and a separator).
+func plainString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // Args splits an event or ack payload into its arguments (for an event, the name comes first).

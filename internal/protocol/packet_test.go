@@ -196,3 +196,32 @@ func FuzzDecodePacket(f *testing.F) {
 		}
 	})
 }
+
+// An event stamped with a recovery offset carries it as its last argument (socket.io 4.6+), without
+// its Data being changed.
+func TestEncodeOffset(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		p    Packet
+		want string
+	}{
+		{name: "event", p: Packet{Type: Event, Nsp: "/", Data: json.RawMessage(`["m",1]`), Offset: "k3.1z"}, want: `2["m",1,"k3.1z"]`},
+		{name: "namespace and spaces", p: Packet{Type: Event, Nsp: "/chat", Data: json.RawMessage(`["m", {"a":[1]} ] `), Offset: "1700000000000-0"}, want: `2/chat,["m", {"a":[1]} ,"1700000000000-0"]`},
+		{name: "binary", p: Packet{Type: Event, Nsp: "/", Data: json.RawMessage(`["m",{"_placeholder":true,"num":0}]`), Attachments: [][]byte{{1}}, Offset: "o"}, want: `51-["m",{"_placeholder":true,"num":0},"o"]`},
+		{name: "offset to escape", p: Packet{Type: Event, Nsp: "/", Data: json.RawMessage(`["m"]`), Offset: "a\"b\\c\n"}, want: `2["m","a\"b\\c\n"]`},
+		{name: "empty array", p: Packet{Type: Event, Nsp: "/", Data: json.RawMessage(`[]`), Offset: "o"}, want: `2["o"]`},
+		{name: "no offset", p: Packet{Type: Event, Nsp: "/", Data: json.RawMessage(`["m"]`)}, want: `2["m"]`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			data := string(tc.p.Data)
+			if got := string(tc.p.Encode()); got != tc.want {
+				t.Errorf("Encode = %s, want %s", got, tc.want)
+			}
+			if string(tc.p.Data) != data {
+				t.Errorf("Data changed to %s", tc.p.Data)
+			}
+		})
+	}
+}

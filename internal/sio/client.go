@@ -21,6 +21,9 @@ type client struct {
 	mu      sync.Mutex
 	sockets []*Conn // one per namespace; a slice, as clients join one or a few
 	closed  bool
+	// transport is the session's transport as counted in the metrics (and that of its sockets,
+	// Conn.transport), changed by OnUpgrade.
+	transport string
 
 	pending     *protocol.Packet // a binary packet waiting for its attachments
 	want        int
@@ -31,7 +34,8 @@ type client struct {
 }
 
 func newClient(s *Server, conn *engine.Conn) *client {
-	cl := &client{srv: s, conn: conn}
+	cl := &client{srv: s, conn: conn, transport: conn.Transport()}
+	s.metrics.SessionOpened(cl.transport)
 	cl.mu.Lock() // the timer may fire before newClient returns
 	defer cl.mu.Unlock()
 	cl.connectTimer = time.AfterFunc(s.opts.ConnectTimeout, func() {
@@ -46,6 +50,7 @@ func newClient(s *Server, conn *engine.Conn) *client {
 }
 
 func (cl *client) OnMessage(data []byte, binary bool) {
+	cl.srv.metrics.Received(len(data))
 	if binary {
 		if cl.pending == nil {
 			cl.fail(protocol.ErrUnexpectedData)
@@ -128,6 +133,10 @@ func (cl *client) onPacket(p *protocol.Packet) {
 			cl.fail(protocol.ErrPayload)
 			return
 		}
+		c.nsp.metrics.EventReceived()
+		if m := cl.srv.monitor; m != nil {
+			m.Event(c, true, p.Data)
+		}
 		q := queued{event: event, msg: &Message{Args: args[1:], Attachments: p.Attachments}, ackID: p.ID, ack: p.HasID}
 		if c.guard != nil {
 			if err := c.guard(event); err != nil {
@@ -149,11 +158,12 @@ func (cl *client) onPacket(p *protocol.Packet) {
 // connect runs the namespace's middleware and, if they agree, registers the socket before telling the
 // client it is connected, so that an event the client sends right after is never refused.
 func (cl *client) connect(p *protocol.Packet) {
+	req := cl.conn.Request()
 	cl.mu.Lock()
 	full := len(cl.sockets) >= MaxNamespacesPerConn
 	cl.mu.Unlock()
 	if full {
-		cl.connectError(p.Nsp, Errorf(CodeTooManyNamespaces, "a connection may join at most %d namespaces", MaxNamespacesPerConn))
+		cl.refuse(p.Nsp, CodeTooManyNamespaces, Errorf(CodeTooManyNamespaces, "a connection may join at most %d namespaces", MaxNamespacesPerConn))
 		return
 	}
 	// An existing namespace is held from now on; a dynamic one that does not exist yet is only
@@ -162,11 +172,10 @@ func (cl *client) connect(p *protocol.Packet) {
 	if !held {
 		var ok bool
 		if n, ok = cl.srv.prepare(p.Nsp); !ok {
-			cl.connectError(p.Nsp, &Error{Message: "Invalid namespace"}) // no code: the same packet as Node
+			cl.refuse(p.Nsp, "invalid_namespace", &Error{Message: "Invalid namespace"}) // no code: the same packet as Node
 			return
 		}
 	}
-	req := cl.conn.Request()
 	h := &Handshake{
 		Headers: req.Header,
 		Query:   req.Query,
@@ -183,8 +192,11 @@ func (cl *client) connect(p *protocol.Packet) {
 	for _, m := range n.middleware {
 		if err := m(context.Background(), h, h.Auth); err != nil {
 			e := asError(err)
-			cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", n.name, "reason", e.Code, "remote", req.RemoteAddr)
-			cl.connectError(p.Nsp, e)
+			reason := e.Code
+			if reason == "" {
+				reason = "refused"
+			}
+			cl.refuse(p.Nsp, reason, e)
 			if held {
 				cl.srv.release(n)
 			}
@@ -194,7 +206,22 @@ func (cl *client) connect(p *protocol.Packet) {
 	if !held {
 		n = cl.srv.register(n)
 	}
+	// From here on the connect holds n: the socket it makes (recovered or new) takes the hold over,
+	// and whatever ends the connect without one lets it go.
+	if n.recovery != nil {
+		if pid, offset, ok := recoveryAuth(h.Auth); ok {
+			recovered := cl.recover(n, h, pid, offset)
+			n.metrics.Recovered(recovered)
+			if recovered {
+				return
+			}
+		}
+	}
 	c := newConn(newSocketID(), n, cl, h)
+	if n.recovery != nil {
+		c.pid = newSocketID()
+		c.from = n.adapter.Head() // before the socket is reachable: nothing after it was sent yet
+	}
 	cl.mu.Lock()
 	if cl.closed {
 		cl.mu.Unlock()
@@ -202,20 +229,27 @@ func (cl *client) connect(p *protocol.Packet) {
 		return
 	}
 	cl.sockets = append(cl.sockets, c)
+	c.transport = cl.transport
 	cl.mu.Unlock()
 	cl.stopConnectTimer()
-	n.add(c)
-	if len(h.Rooms) > 0 {
-		n.adapter.Join(c.id, h.Rooms...)
+	n.add(c, h.Rooms...) // the rooms the middleware chose (e.g. the personal room), before CONNECT
+	n.metrics.Connected(c.transport)
+	c.send(connectPacket(n.name, c.id, c.pid))
+	cl.srv.log.Info("connect", "sid", c.id, "nsp", n.name, "transport", c.transport, "remote", req.RemoteAddr, "conn", cl.conn.ID())
+	if m := cl.srv.monitor; m != nil {
+		m.Connected(c)
 	}
-	data, _ := json.Marshal(struct {
-		SID string `json:"sid"`
-	}{c.id})
-	c.send(&protocol.Packet{Type: protocol.Connect, Nsp: n.name, Data: data})
-	cl.srv.log.Info("connect", "sid", c.id, "nsp", n.name, "transport", cl.conn.Transport(), "remote", req.RemoteAddr, "conn", cl.conn.ID())
 	for _, f := range n.onConnect {
 		f(c)
 	}
+}
+
+// refuse tells the client its connect to nsp is refused with e, and logs and counts the refusal
+// under reason.
+func (cl *client) refuse(nsp, reason string, e *Error) {
+	cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", nsp, "reason", reason, "remote", cl.conn.Request().RemoteAddr)
+	cl.srv.metrics.HandshakeRefused(reason)
+	cl.connectError(nsp, e)
 }
 
 func (cl *client) connectError(nsp string, e *Error) {
@@ -231,7 +265,10 @@ func (cl *client) connectError(nsp string, e *Error) {
 		}{e.Message, map[string]string{"code": e.Code}})
 	}
 	p := &protocol.Packet{Type: protocol.ConnectError, Nsp: nsp, Data: data}
-	cl.conn.Send(encodePacket(p)...)
+	pkts := encodePacket(p)
+	if cl.conn.Send(pkts...) {
+		cl.srv.sent(pkts, 1)
+	}
 }
 
 // stopConnectTimer stops the connect timeout and lets the timer go (it would stay with the
@@ -271,12 +308,29 @@ func (cl *client) detach(c *Conn) bool {
 
 func (cl *client) OnUpgrade(transport string) {
 	cl.mu.Lock()
-	ids := make([]string, 0, len(cl.sockets))
-	for _, c := range cl.sockets {
-		ids = append(ids, c.id)
+	if cl.closed || cl.transport == transport {
+		cl.mu.Unlock()
+		return
+	}
+	from := cl.transport
+	cl.transport = transport
+	sockets := slices.Clone(cl.sockets)
+	for _, c := range sockets {
+		c.transport = transport
 	}
 	cl.mu.Unlock()
+	cl.srv.metrics.SessionUpgraded(from, transport)
+	ids := make([]string, 0, len(sockets))
+	for _, c := range sockets {
+		ids = append(ids, c.id)
+		c.nsp.metrics.Upgraded(from, transport)
+	}
 	cl.srv.log.Info("upgrade", "conn", cl.conn.ID(), "sids", ids, "transport", transport)
+	if m := cl.srv.monitor; m != nil {
+		for _, c := range sockets {
+			m.Upgraded(c, transport)
+		}
+	}
 }
 
 func (cl *client) OnClose(reason string) {
@@ -285,8 +339,10 @@ func (cl *client) OnClose(reason string) {
 	cl.closed = true
 	sockets := cl.sockets
 	cl.sockets = nil
+	transport := cl.transport
 	cl.mu.Unlock()
 	for _, c := range sockets {
 		c.onClose(reason)
 	}
+	cl.srv.metrics.SessionClosed(transport, reason)
 }

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/chorus-rt/chorus/adapter"
 	"github.com/chorus-rt/chorus/internal/protocol"
@@ -76,6 +77,7 @@ func (n *Namespace) DeliverWithAck(ctx context.Context, p *protocol.Packet, ids 
 		id uint64
 	}
 	var ws []waiting
+	sent := time.Now()
 	// Each socket's ack (or its disconnect, nil) lands here at most once: sends never block.
 	arrived := make(chan *Message, len(ids))
 	for _, id := range ids {
@@ -103,10 +105,12 @@ func (n *Namespace) DeliverWithAck(ctx context.Context, p *protocol.Packet, ids 
 	if len(ws) == 0 {
 		return 0
 	}
+	n.metrics.EventsSent(len(ws))
 	report := func(m *Message) {
 		if m == nil {
 			return // the socket disconnected
 		}
+		n.metrics.AckRoundTrip(m.at.Sub(sent))
 		v := adapter.Value{JSON: json.RawMessage("null"), Attachments: m.Attachments}
 		if len(m.Args) > 0 {
 			v.JSON = m.Args[0]

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chorus-rt/chorus/adapter"
 	"github.com/chorus-rt/chorus/internal/protocol"
 )
 
@@ -42,12 +43,25 @@ type Conn struct {
 	nsp       *Namespace
 	client    *client
 	handshake *Handshake
+	transport string // guarded by client.mu; see client.transport
+
+	// pid is the private session id of connection-state recovery ("" when it is off);
+	// recovered says that this socket took over a session (recovery.go).
+	pid       string
+	recovered bool
 
 	mu        sync.Mutex
 	connected bool
 	data      map[string]any
 	ackID     uint64
 	acks      map[uint64]func(*Message) // pending acks: each called once, with the ack or with nil on disconnect; must not block
+	// With recovery: from is the offset before which the client has received every packet sent
+	// to it (adapter.Session.From); pingHead, the adapter's head when the unanswered ping was
+	// queued. kicked: the server disconnected the socket on purpose, so no session is kept.
+	from     string
+	pingHead string
+	kicked   bool
+	gone     chan struct{} // closed once onClose has finished
 
 	// Handlers run one at a time in arrival order: on the connection's reader when the socket is
 	// idle, and events that arrive while one runs wait here.
@@ -72,12 +86,17 @@ type queued struct {
 }
 
 func newConn(id string, n *Namespace, cl *client, h *Handshake) *Conn {
-	c := &Conn{id: id, nsp: n, client: cl, handshake: h, connected: true}
+	c := &Conn{id: id, nsp: n, client: cl, handshake: h, connected: true, gone: make(chan struct{})}
 	return c
 }
 
 // ID returns the socket id.
 func (c *Conn) ID() string { return c.id }
+
+// ClientID returns the id of the socket's connection (the Engine.IO session id), which its sockets
+// in other namespaces share. It is the session's credential for long-polling requests: show it to
+// administrators only.
+func (c *Conn) ClientID() string { return c.client.conn.ID() }
 
 // Namespace returns the socket's namespace.
 func (c *Conn) Namespace() *Namespace { return c.nsp }
@@ -118,19 +137,42 @@ func (c *Conn) Connected() bool {
 
 // Join adds the socket to rooms; it does nothing once the socket has disconnected.
 func (c *Conn) Join(rooms ...string) {
+	m := c.nsp.srv.monitor
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.connected {
-		c.nsp.adapter.Join(c.id, rooms...)
+	if !c.connected {
+		c.mu.Unlock()
+		return
+	}
+	var joined []string
+	if m != nil {
+		// Which rooms are new, for the monitor; under c.mu, which every change of c's rooms holds.
+		had := c.nsp.adapter.Rooms(c.id)
+		for _, r := range rooms {
+			if !slices.Contains(had, r) && !slices.Contains(joined, r) {
+				joined = append(joined, r)
+			}
+		}
+	}
+	c.nsp.adapter.Join(c.id, rooms...)
+	c.mu.Unlock()
+	for _, r := range joined {
+		m.Joined(c, r)
 	}
 }
 
 // Leave removes the socket from room.
 func (c *Conn) Leave(room string) {
+	m := c.nsp.srv.monitor
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.connected {
-		c.nsp.adapter.Leave(c.id, room)
+	if !c.connected {
+		c.mu.Unlock()
+		return
+	}
+	was := m != nil && slices.Contains(c.nsp.adapter.Rooms(c.id), room)
+	c.nsp.adapter.Leave(c.id, room)
+	c.mu.Unlock()
+	if was {
+		m.Left(c, room)
 	}
 }
 
@@ -141,14 +183,32 @@ func (c *Conn) Rooms() []string {
 	return r
 }
 
-// Emit sends event with args to this socket only.
+// Emit sends event with args to this socket only. With recovery on, it goes through the adapter,
+// as in Node, to be stamped with an offset and kept: a client that recovers its session gets it
+// even if it was emitted while the connection was down.
 func (c *Conn) Emit(event string, args ...any) error {
 	p, err := eventPacket(c.nsp.name, event, args)
 	if err != nil {
 		return err
 	}
+	if c.pid != "" { // through the adapter, to be kept for recovery; counted there as a broadcast
+		c.nsp.adapter.Broadcast(p, adapter.BroadcastOptions{Rooms: []string{c.id}})
+		if m := c.nsp.srv.monitor; m != nil {
+			m.Event(c, false, p.Data)
+		}
+		return nil
+	}
 	c.send(p)
+	c.sentEvent(p)
 	return nil
+}
+
+// sentEvent counts an event sent to this socket alone and shows it to the monitor.
+func (c *Conn) sentEvent(p *protocol.Packet) {
+	c.nsp.metrics.EventsSent(1)
+	if m := c.nsp.srv.monitor; m != nil {
+		m.Event(c, false, p.Data)
+	}
 }
 
 var ErrDisconnected = errors.New("socket disconnected")
@@ -175,7 +235,9 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 	c.acks[id] = func(m *Message) { ch <- m }
 	c.mu.Unlock()
 	p.ID, p.HasID = id, true
+	sent := time.Now()
 	c.send(p)
+	c.sentEvent(p)
 	if c.inline.CompareAndSwap(true, false) {
 		// This handler runs on the connection's reader, which must go on reading for the ack to
 		// arrive: hand the reading over to a new goroutine; later events queue behind this handler.
@@ -186,6 +248,7 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 		if m == nil {
 			return nil, ErrDisconnected
 		}
+		c.nsp.metrics.AckRoundTrip(m.at.Sub(sent))
 		return m, nil
 	case <-ctx.Done():
 		c.mu.Lock()
@@ -196,7 +259,10 @@ func (c *Conn) EmitWithAck(ctx context.Context, event string, args ...any) (*Mes
 }
 
 func (c *Conn) send(p *protocol.Packet) {
-	c.client.conn.Send(encodePacket(p)...)
+	pkts := encodePacket(p)
+	if c.client.conn.Send(pkts...) {
+		c.nsp.srv.sent(pkts, 1)
+	}
 }
 
 // Disconnect removes the socket from its namespace, telling the client (which then does not reconnect
@@ -218,6 +284,9 @@ func (c *Conn) DisconnectWith(e *Error, closeConn bool) {
 }
 
 func (c *Conn) disconnect(reason string, closeConn bool) {
+	c.mu.Lock()
+	c.kicked = true // on purpose: no session is kept
+	c.mu.Unlock()
 	if closeConn {
 		if reason == "" {
 			reason = "forced server close"
@@ -248,6 +317,7 @@ func (c *Conn) onAck(id uint64, m *Message) {
 	delete(c.acks, id)
 	c.mu.Unlock()
 	if ok {
+		m.at = time.Now()
 		f(m)
 	}
 }
@@ -368,7 +438,8 @@ func (c *Conn) run(h handlerFunc, q queued) (resp any, err error) {
 	return h(context.Background(), c, q.msg)
 }
 
-// onClose finishes a socket that has left its namespace: rooms, pending acks, hooks, log.
+// onClose finishes a socket that has left its namespace: session (with recovery), rooms, pending
+// acks, hooks, log. It runs once; later calls return at once.
 func (c *Conn) onClose(reason string) {
 	c.mu.Lock()
 	if !c.connected {
@@ -376,6 +447,16 @@ func (c *Conn) onClose(reason string) {
 		return
 	}
 	c.connected = false
+	defer close(c.gone)
+	persisted := c.pid != "" && !c.kicked && recoverableReason(reason)
+	if persisted {
+		c.persistLocked()
+	}
+	mon := c.nsp.srv.monitor
+	var rooms []string
+	if mon != nil {
+		rooms = c.Rooms()
+	}
 	c.nsp.adapter.LeaveAll(c.id)
 	acks := c.acks
 	c.acks = nil
@@ -390,11 +471,22 @@ func (c *Conn) onClose(reason string) {
 	}
 	c.qmu.Unlock()
 	c.nsp.remove(c)
+	// c is detached from its client by now, so its transport no longer changes.
+	c.client.mu.Lock()
+	transport := c.transport
+	c.client.mu.Unlock()
+	c.nsp.metrics.Disconnected(transport, reason)
+	if mon != nil {
+		mon.Disconnected(c, reason, rooms)
+	}
 	for _, f := range c.nsp.onDisconnect {
 		f(c, reason)
 	}
-	c.nsp.srv.log.Info("disconnect", "sid", c.id, "nsp", c.nsp.name, "reason", reason,
+	c.nsp.srv.log.Info("disconnect", "sid", c.id, "nsp", c.nsp.name, "transport", transport, "reason", reason,
 		"duration", time.Since(c.handshake.Time).Round(time.Millisecond))
+	if persisted {
+		c.nsp.srv.keep(c.nsp) // a dynamic namespace stays while the session does
+	}
 	c.nsp.srv.release(c.nsp) // the socket held its namespace
 }
 

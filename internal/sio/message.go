@@ -2,6 +2,7 @@ package sio
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/chorus-rt/chorus/internal/protocol"
 )
@@ -32,6 +33,8 @@ type BinaryCarrier interface {
 type Message struct {
 	Args        []json.RawMessage
 	Attachments [][]byte
+
+	at time.Time // when an ack arrived (for the round-trip time)
 }
 
 // Decode decodes argument i into v; a missing argument decodes as null.

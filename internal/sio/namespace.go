@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"sync"
+	"time"
 
 	"github.com/chorus-rt/chorus/adapter"
 	"github.com/chorus-rt/chorus/internal/engine"
@@ -26,24 +27,32 @@ type Namespace struct {
 	srv     *Server
 	name    string
 	adapter adapter.Adapter
+	metrics NamespaceMetrics
 
 	middleware   []Middleware
 	handlers     map[string]handlerFunc
 	onConnect    []func(*Conn)
 	onDisconnect []func(*Conn, string)
-	serverSide   serverSide // handlers of events from other nodes (cluster.go)
+	serverSide   serverSide               // handlers of events from other nodes (cluster.go)
+	recovery     *adapter.RecoveryOptions // nil: connection-state recovery is off (recovery.go)
+	granted      func(room string) bool   // rooms only handshake middleware grants (HandshakeRooms)
 
 	mu      sync.RWMutex
 	sockets map[string]*Conn
+	byPID   map[string]*Conn // with recovery: the sockets by private session id
 
 	// Guarded by srv.mu.
-	dynamic bool // made from a pattern: removed once nothing holds it
-	refs    int  // its sockets, and the callers of Acquire and connects in progress holding it
+	dynamic   bool        // made from a pattern: removed once nothing holds it
+	refs      int         // its sockets, the callers of Acquire, connects in progress, and keepTimer
+	keepUntil time.Time   // with recovery: the last session of a socket that left is kept until then
+	keepTimer *time.Timer // non-nil while keepUntil holds the namespace (Server.keep)
 }
 
 // newNamespace returns a namespace without its adapter.
 func newNamespace(s *Server, name string) *Namespace {
-	return &Namespace{srv: s, name: name, handlers: make(map[string]handlerFunc), sockets: make(map[string]*Conn)}
+	n := &Namespace{srv: s, name: name, handlers: make(map[string]handlerFunc), sockets: make(map[string]*Conn)}
+	n.metrics = s.metrics.Namespace(name)
+	return n
 }
 
 // Name returns the namespace's name.
@@ -54,6 +63,12 @@ func (n *Namespace) Adapter() adapter.Adapter { return n.adapter }
 
 // Use appends handshake middleware; they run in order and the first error refuses the socket.
 func (n *Namespace) Use(m Middleware) { n.middleware = append(n.middleware, m) }
+
+// HandshakeRooms declares the rooms that only handshake middleware grants, through Handshake.Rooms
+// (e.g. personal rooms "user:<sub>"). With recovery, a session is handed over only to a handshake
+// granting the same such rooms as the one that made it: a client that reconnects as another user
+// starts a new session, so that it never gets the other user's rooms or missed events.
+func (n *Namespace) HandshakeRooms(granted func(room string) bool) { n.granted = granted }
 
 // OnConnect registers a function run after a socket has connected (on the connection's reader).
 func (n *Namespace) OnConnect(f func(*Conn)) { n.onConnect = append(n.onConnect, f) }
@@ -133,6 +148,7 @@ func (n *Namespace) Emit(opts adapter.BroadcastOptions, event string, args ...an
 // writes are scheduled together.
 func (n *Namespace) Deliver(p *protocol.Packet, ids []string, volatile bool) {
 	if len(ids) == 0 {
+		n.metrics.Broadcast(0)
 		return
 	}
 	pkts := encodePacket(p)
@@ -146,7 +162,22 @@ func (n *Namespace) Deliver(p *protocol.Packet, ids []string, volatile bool) {
 		conns = append(conns, c.client.conn)
 	}
 	n.mu.RUnlock()
+	// Counted first: a recipient that reads its message and then the metrics finds it counted.
+	n.metrics.Broadcast(len(conns))
+	n.srv.sent(pkts, len(conns))
 	engine.Broadcast(conns, pkts)
+}
+
+// sent counts pkts queued for recipients sessions.
+func (s *Server) sent(pkts []engine.Packet, recipients int) {
+	if recipients == 0 {
+		return
+	}
+	size := 0
+	for _, p := range pkts {
+		size += len(p.Data)
+	}
+	s.metrics.Sent(len(pkts)*recipients, size*recipients)
 }
 
 // encodePacket turns p into its Engine.IO messages: the text header+payload, then each attachment.
@@ -159,15 +190,27 @@ func encodePacket(p *protocol.Packet) []engine.Packet {
 	return pkts
 }
 
-func (n *Namespace) add(c *Conn) {
+// add makes c reachable: in the namespace's sockets, and in rooms (its own-id room always).
+func (n *Namespace) add(c *Conn, rooms ...string) {
 	n.mu.Lock()
 	n.sockets[c.id] = c
+	if c.pid != "" {
+		if n.byPID == nil {
+			n.byPID = make(map[string]*Conn)
+		}
+		n.byPID[c.pid] = c
+	}
 	n.mu.Unlock()
-	n.adapter.Join(c.id, c.id)
+	n.adapter.Join(c.id, append(rooms, c.id)...)
 }
 
 func (n *Namespace) remove(c *Conn) {
 	n.mu.Lock()
-	delete(n.sockets, c.id)
+	if n.sockets[c.id] == c {
+		delete(n.sockets, c.id)
+	}
+	if c.pid != "" && n.byPID[c.pid] == c {
+		delete(n.byPID, c.pid)
+	}
 	n.mu.Unlock()
 }

@@ -30,13 +30,17 @@ type Options struct {
 	ConnectTimeout time.Duration
 	// Logger receives lifecycle events; nil discards them.
 	Logger *slog.Logger
+	// Metrics receives counts and timings (see Metrics); nil means none.
+	Metrics Metrics
 }
 
 // Server is a Socket.IO server; it is an http.Handler for the /socket.io/ path.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	engine *engine.Server
+	opts    Options
+	log     *slog.Logger
+	engine  *engine.Server
+	metrics Metrics
+	monitor Monitor // nil unless SetMonitor
 
 	draining   atomic.Bool
 	maxPayload int64 // the engine's: also the most a packet and its attachments may add up to
@@ -48,6 +52,7 @@ type Server struct {
 	// one of these names waits for the channel to close, so that a namespace's new adapter never
 	// subscribes before its old one has unsubscribed (the Redis adapter's channels are per name).
 	pending map[string]chan struct{}
+	closed  bool // Close was called: no namespace is kept for its sessions any more
 }
 
 type pattern struct {
@@ -66,7 +71,10 @@ func NewServer(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, log: opts.Logger, static: make(map[string]*Namespace), pending: make(map[string]chan struct{}), maxPayload: opts.Engine.MaxPayload}
+	if opts.Metrics == nil {
+		opts.Metrics = noMetrics{}
+	}
+	s := &Server{opts: opts, log: opts.Logger, metrics: opts.Metrics, static: make(map[string]*Namespace), pending: make(map[string]chan struct{}), maxPayload: opts.Engine.MaxPayload}
 	if s.maxPayload <= 0 {
 		s.maxPayload = 1e6 // the engine's default
 	}
@@ -81,6 +89,13 @@ func NewServer(opts Options) *Server {
 		}
 		return nil
 	}
+	onRefuse := eo.OnRefuse
+	eo.OnRefuse = func(reason string) {
+		s.metrics.HandshakeRefused(reason)
+		if onRefuse != nil {
+			onRefuse(reason)
+		}
+	}
 	eo.OnOpen = func(c *engine.Conn) engine.Handler { return newClient(s, c) }
 	if eo.Logger == nil {
 		eo.Logger = opts.Logger
@@ -93,6 +108,9 @@ func NewServer(opts Options) *Server {
 type drainingError struct{}
 
 func (drainingError) Error() string { return "server is shutting down" }
+
+// Reason is the refusal's reason in logs and metrics (engine.Options.AllowRequest).
+func (drainingError) Reason() string { return "draining" }
 
 var errDraining error = drainingError{}
 
@@ -196,6 +214,9 @@ func (s *Server) register(n *Namespace) *Namespace {
 		s.pending[n.name] = done
 		s.mu.Unlock()
 		a := s.opts.Adapter(n) // outside the lock: the Redis adapter subscribes
+		if n.recovery != nil { // EnableRecovery ran in setup, before the adapter existed
+			a.EnableRecovery(*n.recovery)
+		}
 		s.mu.Lock()
 		n.adapter, n.refs = a, 1
 		s.static[n.name] = n
@@ -225,6 +246,45 @@ func (s *Server) release(n *Namespace) {
 	close(done)
 	s.mu.Unlock()
 	s.log.Debug("dynamic namespace removed", "nsp", n.name)
+}
+
+// keep holds the dynamic namespace n, if its recovery is on, for as long as a session a socket has
+// just left in it is kept (MaxDisconnection from now), so that the session, and the packets its
+// client misses meanwhile, are still there when the client comes back: a dynamic namespace's
+// sessions and recovery log live in its adapter, which goes when the namespace is removed. One
+// timer per namespace, moved forward by each socket that leaves a session, holds it.
+func (s *Server) keep(n *Namespace) {
+	if n.recovery == nil {
+		return
+	}
+	d := n.recovery.MaxDisconnection
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !n.dynamic || s.closed || s.static[n.name] != n {
+		return
+	}
+	n.keepUntil = time.Now().Add(d)
+	if n.keepTimer == nil {
+		n.refs++
+		n.keepTimer = time.AfterFunc(d, func() { s.kept(n) })
+	}
+}
+
+// kept runs when n's keep timer fires: it lets n go once its last session has expired.
+func (s *Server) kept(n *Namespace) {
+	s.mu.Lock()
+	if n.keepTimer == nil { // stopped by Close
+		s.mu.Unlock()
+		return
+	}
+	if d := time.Until(n.keepUntil); d > 0 {
+		n.keepTimer.Reset(d)
+		s.mu.Unlock()
+		return
+	}
+	n.keepTimer = nil
+	s.mu.Unlock()
+	s.release(n)
 }
 
 // Namespaces returns every namespace created so far.
@@ -281,6 +341,15 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 func (s *Server) Close() error {
 	s.draining.Store(true)
 	s.engine.Close()
+	s.mu.Lock()
+	s.closed = true
+	for _, n := range s.static {
+		if n.keepTimer != nil { // its adapter is closed below
+			n.keepTimer.Stop()
+			n.keepTimer = nil
+		}
+	}
+	s.mu.Unlock()
 	var first error
 	for _, n := range s.Namespaces() {
 		if err := n.adapter.Close(); err != nil && first == nil {

@@ -29,19 +29,27 @@ type Event struct {
 	// AckID is set when the server asked for an ack (HasAck); answer with Client.Ack.
 	AckID  uint64
 	HasAck bool
+	// Offset is the connection-state recovery offset the event carried as its last argument
+	// (then not in Args), when the namespace has recovery on (the client has a PID).
+	Offset string
 }
 
 // Client is one connection to one namespace.
 type Client struct {
-	ID   string
-	Nsp  string
-	conn net.Conn
-	rw   io.ReadWriter
+	ID  string
+	Nsp string
+	// PID is the private session id of connection-state recovery ("" when the namespace has it
+	// off); Recovered says that the server restored the session the auth's pid named.
+	PID       string
+	Recovered bool
+	conn      net.Conn
+	rw        io.ReadWriter
 
 	wmu sync.Mutex
 
 	mu     sync.Mutex
 	nextID uint64
+	offset string // the last offset received
 	acks   map[uint64]chan Event
 	events chan Event
 	done   chan struct{}
@@ -60,6 +68,7 @@ type ConnectError struct {
 func (e *ConnectError) Error() string { return "connect_error: " + e.Message }
 
 // Dial connects over WebSocket to base (http://host:port) and joins nsp with auth (nil for none).
+// To recover a session, pass auth {"pid": <PID>, "offset": <LastOffset>} as the stock client does.
 func Dial(ctx context.Context, base, nsp string, auth any) (*Client, error) {
 	return DialHeader(ctx, base, nsp, auth, nil)
 }
@@ -117,9 +126,14 @@ func DialHeader(ctx context.Context, base, nsp string, auth any, header http.Hea
 		}
 		switch r.Type {
 		case protocol.Connect:
-			var v struct{ SID string }
+			var v struct{ SID, PID string }
 			json.Unmarshal(r.Data, &v)
-			c.ID = v.SID
+			c.ID, c.PID = v.SID, v.PID
+			var a struct{ PID string }
+			if b, err := json.Marshal(auth); err == nil {
+				json.Unmarshal(b, &a)
+			}
+			c.Recovered = c.PID != "" && a.PID == c.PID
 			conn.SetReadDeadline(time.Time{})
 			go c.read()
 			return c, nil
@@ -217,7 +231,16 @@ func (c *Client) deliver(p *protocol.Packet) {
 			json.Unmarshal(args[0], &name)
 			args = args[1:]
 		}
-		c.events <- Event{Name: name, Args: args, Attachments: p.Attachments, AckID: p.ID, HasAck: p.HasID}
+		var offset string
+		// As the stock client does (socket.io-client emitEvent): with a pid, a last string argument
+		// is the offset. A volatile event whose last argument is a string loses it here.
+		if c.PID != "" && !p.HasID && len(args) > 0 && json.Unmarshal(args[len(args)-1], &offset) == nil {
+			args = args[:len(args)-1]
+			c.mu.Lock()
+			c.offset = offset
+			c.mu.Unlock()
+		}
+		c.events <- Event{Name: name, Args: args, Attachments: p.Attachments, AckID: p.ID, HasAck: p.HasID, Offset: offset}
 	case protocol.Ack, protocol.BinaryAck:
 		c.mu.Lock()
 		ch := c.acks[p.ID]
@@ -306,6 +329,13 @@ func (c *Client) Next(ctx context.Context) (Event, error) {
 	case <-ctx.Done():
 		return Event{}, ctx.Err()
 	}
+}
+
+// LastOffset returns the last recovery offset received ("" if none).
+func (c *Client) LastOffset() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.offset
 }
 
 // Done is closed when the connection has ended.

@@ -28,6 +28,14 @@ const apiEmit = (url, body) =>
     body: JSON.stringify(body),
   });
 
+/** The value of a series on the server's /metrics (0 when absent). */
+async function metric(url, series) {
+  const res = await httpRequest(`${url}/metrics`);
+  assert.equal(res.status, 200, res.text);
+  const line = res.text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
+}
+
 describe("JWT handshakes", { skip: chorusOnly }, () => {
   let server;
   before(async () => {
@@ -95,6 +103,68 @@ describe("JWT handshakes", { skip: chorusOnly }, () => {
       // Past the old exp, the refreshed socket still works.
       assert.deepEqual(await ack(fresh, "join", unique()), { ok: true });
       assert.ok(fresh.connected);
+    });
+  }
+
+  for (const [name, opts] of Object.entries(TRANSPORTS)) {
+    test(`a recovered socket passes auth again and is back in its personal room (${name})`, T, async () => {
+      const ok = 'chorus_recoveries_total{namespace="/",result="success"}';
+      const failed = 'chorus_recoveries_total{namespace="/",result="failure"}';
+      const [ok0, failed0] = [await metric(server.url, ok), await metric(server.url, failed)];
+      const user = unique();
+      const s = await connect(server.url, { ...opts, auth: { token: jwt({ sub: user }) } });
+      const id = s.id;
+      let gone = nextEvent(s, "disconnect");
+      s.io.engine.close(); // a network blip: the client keeps its session
+      await gone;
+      const res = await apiEmit(server.url, { users: [user], event: "hello", data: "missed" });
+      assert.equal(res.status, 202, res.text);
+      const missed = nextEvent(s, "hello");
+      const back = nextEvent(s, "connect");
+      s.connect(); // the stock client sends its token with {pid, offset}
+      await back;
+      assert.equal(s.recovered, true);
+      assert.equal(s.id, id);
+      assert.equal((await missed)[0], "missed");
+      assert.equal(await metric(server.url, ok), ok0 + 1);
+      const live = nextEvent(s, "hello");
+      assert.equal((await apiEmit(server.url, { users: [user], event: "hello", data: "live" })).status, 202);
+      assert.equal((await live)[0], "live");
+
+      // Reconnecting as another user starts a new session: none of the first user's rooms or events.
+      gone = nextEvent(s, "disconnect");
+      s.io.engine.close();
+      await gone;
+      assert.equal((await apiEmit(server.url, { users: [user], event: "hello", data: "not for the other" })).status, 202);
+      const other = unique();
+      s.auth = { token: jwt({ sub: other }) };
+      const again = nextEvent(s, "connect");
+      s.connect();
+      await again;
+      assert.equal(s.recovered, false);
+      assert.notEqual(s.id, id);
+      assert.equal(await metric(server.url, failed), failed0 + 1);
+      const first = await httpRequest(`${server.url}/api/v1/sockets?room=${encodeURIComponent(`user:${user}`)}`, { headers: { authorization: `Bearer ${KEY}` } });
+      assert.equal(first.status, 200, first.text);
+      assert.deepEqual(first.json.sockets, []);
+      const seen = [];
+      s.on("hello", (d) => seen.push(d));
+      const mine = nextEvent(s, "hello");
+      assert.equal((await apiEmit(server.url, { users: [other], event: "hello", data: "mine" })).status, 202);
+      await mine;
+      assert.deepEqual(seen, ["mine"]);
+
+      // With a token that no longer verifies, the session is not handed over.
+      gone = nextEvent(s, "disconnect");
+      s.io.engine.close();
+      await gone;
+      s.auth = { token: jwt({ sub: user }, "another-secret-0123456789abcdef0123") };
+      const refused = nextEvent(s, "connect_error");
+      s.connect();
+      const [err] = await refused;
+      assert.equal(err.data?.code, "invalid_token");
+      assert.equal(s.connected, false);
+      s.close();
     });
   }
 });

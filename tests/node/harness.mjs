@@ -45,13 +45,15 @@ export const unique = (prefix = "r") => `${prefix}-${process.pid}-${++uniqueCoun
 
 /**
  * Starts the server under test on 127.0.0.1 with a free port.
- * @param {{env?: Record<string,string>, args?: string[], namespaces?: string[]}} [opts] env: CHORUS_*
- *   variables; args: chorus flags (ignored by the reference server, which has no flags); namespaces:
- *   besides "/", exact names or patterns with "*" (chorus: a -config file; reference: CHORUS_NAMESPACES).
+ * @param {{env?: Record<string,string>, args?: string[], namespaces?: string[], config?: string}} [opts]
+ *   env: CHORUS_* variables; args: chorus flags (ignored by the reference server, which has no
+ *   flags); namespaces: besides "/", exact names or patterns with "*" (chorus: a -config file;
+ *   reference: CHORUS_NAMESPACES); config: a whole YAML configuration file (chorus only; instead of
+ *   namespaces).
  * @returns {Promise<{url: string, port: number, proc: import("node:child_process").ChildProcess,
  *   logs: object[], exited: Promise<{code: number|null, signal: string|null}>, stop: () => Promise<void>}>}
  */
-export async function startServer({ env = {}, args = [], namespaces = [] } = {}) {
+export async function startServer({ env = {}, args = [], namespaces = [], config } = {}) {
   // Only the CHORUS_* variables the test asks for: nothing inherited from the caller's shell.
   const childEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CHORUS_")));
   Object.assign(childEnv, env);
@@ -65,12 +67,15 @@ export async function startServer({ env = {}, args = [], namespaces = [] } = {})
   } else {
     cmd = path.resolve(repoRoot, process.env.CHORUS_BIN || "./chorus");
     cmdArgs = ["-addr", "127.0.0.1:0", "-log-format", "json", ...args];
-    if (namespaces.length) {
+    if (namespaces.length && config === undefined) {
       // Namespaces come only from the configuration file (docs/configuration.md).
+      config = `namespaces:\n${namespaces.map((n) => `  - name: ${JSON.stringify(n)}\n`).join("")}`;
+    }
+    if (config !== undefined) {
       const dir = mkdtempSync(path.join(os.tmpdir(), "chorus-e2e-"));
       tempDirs.add(dir);
       const file = path.join(dir, "chorus.yaml");
-      writeFileSync(file, `namespaces:\n${namespaces.map((n) => `  - name: ${JSON.stringify(n)}\n`).join("")}`);
+      writeFileSync(file, config);
       cmdArgs.push("-config", file);
     }
   }
@@ -240,22 +245,43 @@ export async function waitFor(predicate, { timeout = 5_000, interval = 10, messa
   }
 }
 
-/** Records every event a socket receives: [{event, args, at}]. */
+/**
+ * Splits the arguments a stock socket.io-client listener gets into the event's own and its
+ * connection-state recovery offset: when the server gave the socket a pid (recovery on, the
+ * client's private `_pid`), each recoverable event carries its offset as one more, last, string
+ * argument (docs/protocol.md). Reserved events are left alone.
+ */
+export function splitOffset(socket, event, args) {
+  const reserved = event === "connect" || event === "connect_error" || event === "disconnect";
+  if (!reserved && socket?._pid && args.length > 1 && typeof args.at(-1) === "string") {
+    return { args: args.slice(0, -1), offset: args.at(-1) };
+  }
+  return { args, offset: undefined };
+}
+
+/**
+ * Records every event a socket receives: [{event, args, at}], args without the recovery offset,
+ * which is in `offset` (not enumerable: deepEqual of entries compares what the application sees).
+ */
 export function record(socket) {
   const events = [];
-  socket.onAny((event, ...args) => events.push({ event, args, at: Date.now() }));
+  socket.onAny((event, ...args) => {
+    const { args: own, offset } = splitOffset(socket, event, args);
+    events.push(Object.defineProperty({ event, args: own, at: Date.now() }, "offset", { value: offset, enumerable: false }));
+  });
   return events;
 }
 
 /**
- * Resolves with the args of the next `event` on an emitter (Node, ws or socket.io-client), or
- * rejects after timeoutMs. An "error" event rejects too, unless `event` is "error".
+ * Resolves with the args of the next `event` on an emitter (Node, ws or socket.io-client; for the
+ * latter without the recovery offset, see splitOffset), or rejects after timeoutMs. An "error"
+ * event rejects too, unless `event` is "error".
  */
 export function nextEvent(emitter, event, timeoutMs = 5_000) {
   return new Promise((resolve, reject) => {
     const onEvent = (...args) => {
       cleanup();
-      resolve(args);
+      resolve(splitOffset(emitter, event, args).args);
     };
     const onError = (err) => {
       cleanup();

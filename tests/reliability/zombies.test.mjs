@@ -24,7 +24,8 @@ async function spawnClient(url, transport) {
   });
   const lines = readline.createInterface({ input: proc.stdout });
   const sid = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("the client did not connect within 5 s")), 5000);
+    // Starting a Node process and connecting takes a while on a loaded machine.
+    const timer = setTimeout(() => reject(new Error("the client did not connect within 20 s")), 20_000);
     lines.once("line", (line) => {
       clearTimeout(timer);
       resolve(JSON.parse(line).sid);
