@@ -40,16 +40,19 @@ func LoadKeys(path string) (*KeySet, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ks *KeySet
-	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
-		ks, err = parseJWKS(t)
-	} else {
-		ks, err = parsePEM(data)
-	}
+	ks, err := parseKeys(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return ks, nil
+}
+
+// parseKeys reads the contents of a keys file (LoadKeys).
+func parseKeys(data []byte) (*KeySet, error) {
+	if t := bytes.TrimSpace(data); len(t) > 0 && t[0] == '{' {
+		return parseJWKS(t)
+	}
+	return parsePEM(data)
 }
 
 func parsePEM(data []byte) (*KeySet, error) {

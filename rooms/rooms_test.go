@@ -132,17 +132,27 @@ func FuzzMatch(f *testing.F) {
 	})
 }
 
+// naive is the textbook definition of the match, memoised: the plain recursion takes exponential
+// time on a pattern of many stars (the fuzzer's "***************w" hung it; Match itself is linear
+// in practice and quadratic at worst).
 func naive(p, s string) bool {
-	if p == "" {
-		return s == ""
-	}
-	if p[0] == '*' {
-		for i := 0; i <= len(s); i++ {
-			if naive(p[1:], s[i:]) {
-				return true
-			}
+	memo := make(map[[2]int]bool)
+	var match func(i, j int) bool
+	match = func(i, j int) bool {
+		if v, ok := memo[[2]int{i, j}]; ok {
+			return v
 		}
-		return false
+		var v bool
+		switch {
+		case i == len(p):
+			v = j == len(s)
+		case p[i] == '*':
+			v = match(i+1, j) || (j < len(s) && match(i, j+1))
+		default:
+			v = j < len(s) && p[i] == s[j] && match(i+1, j+1)
+		}
+		memo[[2]int{i, j}] = v
+		return v
 	}
-	return s != "" && p[0] == s[0] && naive(p[1:], s[1:])
+	return match(0, 0)
 }

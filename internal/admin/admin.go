@@ -196,9 +196,11 @@ func (a *Admin) onAdminConnect(c *sio.Conn) {
 		// Namespaces created from a pattern on other nodes only (a tenant with nobody here): once
 		// the other nodes have named theirs, the list is sent again with their sockets. A node that
 		// does not answer (a Node server) costs only the wait for this second list.
-		if more := a.remoteNamespaces(ctx); len(more) > 0 {
+		more, release := a.remoteNamespaces(ctx)
+		if len(more) > 0 {
 			c.Emit("all_sockets", a.allSockets(ctx, a.srv.Namespaces()))
 		}
+		release()
 	}()
 }
 
@@ -211,9 +213,10 @@ func (a *Admin) namespaceNames() []string {
 	return names
 }
 
-// remoteNamespaces asks the other nodes for their namespaces and creates here, from this node's
-// patterns, those it does not have yet (so that fetchSockets can reach them); it returns those.
-func (a *Admin) remoteNamespaces(ctx context.Context) []string {
+// remoteNamespaces asks the other nodes for their namespaces and makes here, from this node's
+// patterns, those it does not have (so that fetchSockets can reach them); it returns those, held
+// until release is called (a dynamic namespace nobody uses here is removed then).
+func (a *Admin) remoteNamespaces(ctx context.Context) (added []string, release func()) {
 	replies, err := a.nsp.ServerSideEmitWithAck(ctx, namespacesEvent)
 	if err != nil {
 		a.log.Debug("admin: some nodes did not name their namespaces", "err", err)
@@ -222,7 +225,7 @@ func (a *Admin) remoteNamespaces(ctx context.Context) []string {
 	for _, name := range a.namespaceNames() {
 		have[name] = true
 	}
-	var added []string
+	var releases []func()
 	for _, r := range replies {
 		var names []string
 		json.Unmarshal(r, &names)
@@ -231,12 +234,17 @@ func (a *Admin) remoteNamespaces(ctx context.Context) []string {
 				continue
 			}
 			have[name] = true
-			if _, ok := a.srv.Lookup(name); ok {
+			if _, rel, ok := a.srv.Acquire(name); ok {
 				added = append(added, name)
+				releases = append(releases, rel)
 			}
 		}
 	}
-	return added
+	return added, func() {
+		for _, rel := range releases {
+			rel()
+		}
+	}
 }
 
 // allSockets fetches the sockets of the namespaces nss, on every node.
@@ -469,25 +477,25 @@ func (a *Admin) stats(aggregate bool) serverStats {
 // The UI's actions. Each names a namespace and, optionally, a filter: a room or a socket id (every
 // socket of the namespace without one). They act on every node through the adapter.
 
-// target decodes an action's namespace (argument 0) and filter (argument i).
-func (a *Admin) target(m *sio.Message, i int) (*sio.Namespace, adapter.BroadcastOptions, error) {
+// target decodes an action's namespace (argument 0) and filter (argument i). The namespace is held
+// until release is called: a dynamic one only other nodes have is made here for the action.
+func (a *Admin) target(m *sio.Message, i int) (n *sio.Namespace, opts adapter.BroadcastOptions, release func(), err error) {
 	var name string
 	if err := m.Decode(0, &name); err != nil || name == "" {
-		return nil, adapter.BroadcastOptions{}, sio.Errorf(sio.CodeInvalidArgument, "namespace must be a string")
-	}
-	n, ok := a.srv.Lookup(name)
-	if !ok {
-		return nil, adapter.BroadcastOptions{}, sio.Errorf(sio.CodeInvalidArgument, "no namespace %s", name)
+		return nil, opts, nil, sio.Errorf(sio.CodeInvalidArgument, "namespace must be a string")
 	}
 	var filter *string
 	if err := m.Decode(i, &filter); err != nil {
-		return nil, adapter.BroadcastOptions{}, sio.Errorf(sio.CodeInvalidArgument, "filter must be a string")
+		return nil, opts, nil, sio.Errorf(sio.CodeInvalidArgument, "filter must be a string")
 	}
-	var opts adapter.BroadcastOptions
+	n, release, ok := a.srv.Acquire(name)
+	if !ok {
+		return nil, opts, nil, sio.Errorf(sio.CodeInvalidArgument, "no namespace %s", name)
+	}
 	if filter != nil && *filter != "" {
 		opts.Rooms = []string{*filter}
 	}
-	return n, opts, nil
+	return n, opts, release, nil
 }
 
 // room decodes the room argument of join and leave.
@@ -501,10 +509,11 @@ func room(m *sio.Message) (string, error) {
 
 // join: (nsp, room, filter?) makes the sockets join room.
 func (a *Admin) join(ctx context.Context, c *sio.Conn, m *sio.Message) (any, error) {
-	n, opts, err := a.target(m, 2)
+	n, opts, release, err := a.target(m, 2)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	r, err := room(m)
 	if err != nil {
 		return nil, err
@@ -515,10 +524,11 @@ func (a *Admin) join(ctx context.Context, c *sio.Conn, m *sio.Message) (any, err
 
 // leave: (nsp, room, filter?) makes the sockets leave room.
 func (a *Admin) leave(ctx context.Context, c *sio.Conn, m *sio.Message) (any, error) {
-	n, opts, err := a.target(m, 2)
+	n, opts, release, err := a.target(m, 2)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	r, err := room(m)
 	if err != nil {
 		return nil, err
@@ -529,10 +539,11 @@ func (a *Admin) leave(ctx context.Context, c *sio.Conn, m *sio.Message) (any, er
 
 // disconnect: (nsp, close, filter?) disconnects the sockets; with close, their connections too.
 func (a *Admin) disconnect(ctx context.Context, c *sio.Conn, m *sio.Message) (any, error) {
-	n, opts, err := a.target(m, 2)
+	n, opts, release, err := a.target(m, 2)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	var closeConn bool
 	if err := m.Decode(1, &closeConn); err != nil {
 		return nil, sio.Errorf(sio.CodeInvalidArgument, "close must be a boolean")
@@ -543,10 +554,11 @@ func (a *Admin) disconnect(ctx context.Context, c *sio.Conn, m *sio.Message) (an
 
 // emit: (nsp, filter, event, ...args) broadcasts event to the sockets.
 func (a *Admin) emit(_ context.Context, c *sio.Conn, m *sio.Message) (any, error) {
-	n, opts, err := a.target(m, 1)
+	n, opts, release, err := a.target(m, 1)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	var event string
 	if err := m.Decode(2, &event); err != nil || event == "" || sio.IsReserved(event) {
 		return nil, sio.Errorf(sio.CodeInvalidArgument, "event must be a non-reserved event name")

@@ -174,22 +174,23 @@ func decodePost(o Options, w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 // resolve checks the room names of a request and finds its namespace; on a problem it answers the
-// request itself (400 invalid_room or unknown_namespace) and returns false.
-func resolve(o Options, w http.ResponseWriter, namespace string, roomLists ...[]string) (*sio.Namespace, bool) {
+// request itself (400 invalid_room or unknown_namespace) and returns false. A dynamic namespace is
+// held (and created if need be: its sockets may be on other nodes) until release is called.
+func resolve(o Options, w http.ResponseWriter, namespace string, roomLists ...[]string) (n *sio.Namespace, release func(), ok bool) {
 	for _, list := range roomLists {
 		for _, room := range list {
 			if rooms.ValidateName(room) != nil {
 				WriteError(w, http.StatusBadRequest, "invalid_room", rooms.ErrInvalidName.Error())
-				return nil, false
+				return nil, nil, false
 			}
 		}
 	}
-	n, ok := o.Server.Lookup(namespace)
+	n, release, ok = o.Server.Acquire(namespace)
 	if !ok {
 		WriteError(w, http.StatusBadRequest, "unknown_namespace", "no namespace "+namespace)
-		return nil, false
+		return nil, nil, false
 	}
-	return n, true
+	return n, release, true
 }
 
 // withUsers adds the personal rooms of users to rooms; on a bad user id it answers the request
@@ -218,10 +219,11 @@ func emit(o Options, w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	n, ok := resolve(o, w, req.Namespace, targets, req.Except)
+	n, release, ok := resolve(o, w, req.Namespace, targets, req.Except)
 	if !ok {
 		return
 	}
+	defer release()
 	timeout, err := ackTimeout(req.AckTimeout)
 	if err != nil {
 		WriteError(w, http.StatusBadRequest, "invalid_ack_timeout", err.Error())

@@ -37,10 +37,11 @@ func sockets(o Options, w http.ResponseWriter, r *http.Request) {
 	if q.Has("room") {
 		opts.Rooms = []string{q.Get("room")}
 	}
-	n, ok := resolve(o, w, nsp, opts.Rooms)
+	n, release, ok := resolve(o, w, nsp, opts.Rooms)
 	if !ok {
 		return
 	}
+	defer release()
 	found, err := n.FetchSockets(r.Context(), opts)
 	complete := !partial(o, err, "sockets")
 	out := make([]socketJSON, 0, len(found))
@@ -90,10 +91,11 @@ func disconnect(o Options, w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "invalid_target", "give rooms or sockets to disconnect (never the whole namespace by default)")
 		return
 	}
-	n, found := resolve(o, w, req.Namespace, targets)
+	n, release, found := resolve(o, w, req.Namespace, targets)
 	if !found {
 		return
 	}
+	defer release()
 	err := n.DisconnectSockets(r.Context(), adapter.BroadcastOptions{Rooms: targets}, req.Close)
 	writeJSON(w, http.StatusAccepted, map[string]bool{"ok": true, "complete": !partial(o, err, "disconnect")})
 }

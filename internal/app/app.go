@@ -62,8 +62,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	n := build(cfg, log)
 	srv := n.srv
-	errorLog := slog.NewLogLogger(log.Handler(), slog.LevelDebug)
-	hs := &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
+	hs := HTTPServer(n.handler, log)
 	serveErr := make(chan error, 2)
 	var ms *http.Server
 	if cfg.MetricsAddr != "" {
@@ -75,7 +74,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", n.metrics)
-		ms = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
+		ms = HTTPServer(mux, log)
 		log.Info("metrics listening", "addr", mln.Addr().String(), "path", "/metrics")
 		go func() { serveErr <- ms.Serve(mln) }()
 	}
@@ -131,6 +130,29 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	err = srv.Close()
 	log.Info("stopped", "version", Version, "uptime", time.Since(start).Round(time.Second))
 	return err
+}
+
+// Timeouts of the HTTP server's connections (not of its requests: a long-polling GET waits up to a
+// ping interval, and a WebSocket lives on after its handshake).
+var (
+	// readHeaderTimeout bounds how long a connection may take to send a request's headers, so
+	// that connections which never send a whole request (slowloris) are closed.
+	readHeaderTimeout = 10 * time.Second
+	// idleTimeout bounds how long a keep-alive connection may wait for its next request. Without
+	// it, a connection that made one request and then stayed silent held a goroutine and its
+	// buffers forever, outside every per-address limit (those count sessions, not connections).
+	idleTimeout = time.Minute
+)
+
+// HTTPServer returns the HTTP server chorus serves handler with (its timeouts above; net/http's
+// errors logged at debug).
+func HTTPServer(handler http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 }
 
 // New builds the Socket.IO server and the HTTP handler of a configuration; tests use it to run chorus

@@ -311,3 +311,131 @@ func TestSecurityRefusalsInMetricsAndLog(t *testing.T) {
 		}
 	})
 }
+
+// until waits up to 10 s for cond, naming what it waits for.
+func until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Dynamic namespaces come and go (each is removed with its last socket) while the metrics and
+// connection-state recovery follow them: a pattern's namespaces count under the pattern however
+// often they are made again, and the sockets gauge comes back to 0; a namespace whose last socket
+// left a session stays until the session expires, so that its client recovers it with what it
+// missed, and then goes, so that the same client afterwards starts afresh in a new one; a
+// connection past the namespaces-per-connection limit is refused, logged and counted.
+func TestDynamicNamespacesMetricsAndRecovery(t *testing.T) {
+	t.Parallel()
+	const window = time.Second // the sessions' MaxDisconnection
+	cfg := config.Default()
+	cfg.APIKey = "secret"
+	cfg.Namespaces = []config.Namespace{{Name: "/"}, {Name: "/tenant-*", Recovery: &config.Recovery{Enabled: true, MaxDisconnection: window}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	srv, h := app.New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	ts := httptest.NewServer(h)
+	t.Cleanup(func() {
+		srv.Close()
+		ts.Close()
+	})
+	url := ts.URL
+	exists := func(nsp string) bool { _, ok := srv.Lookup(nsp); return ok }
+	gone := func(c *siotest.Client, times int) {
+		t.Helper()
+		c.Close()
+		until(t, "the server to see "+c.ID+" leave", func() bool { return logs.count("disconnect", "sid", c.ID) == times })
+	}
+
+	// Churn over more names than the metrics keep label values for.
+	for i := range 70 {
+		gone(dial(t, url, fmt.Sprintf("/tenant-churn-%d", i)), 1)
+	}
+	until(t, "the churned namespaces removed once their sessions expired", func() bool {
+		for i := range 70 {
+			if exists(fmt.Sprintf("/tenant-churn-%d", i)) {
+				return false
+			}
+		}
+		return true
+	})
+	waitMetric(t, url, `chorus_sockets{namespace="/tenant-*",transport="websocket"}`, 0)
+	waitMetric(t, url, `chorus_connections_total{namespace="/tenant-*",transport="websocket"}`, 70)
+
+	// A session outlives its namespace's last socket, and is recovered with what it missed.
+	a := dial(t, url, "/tenant-r")
+	pid, id := a.PID, a.ID
+	if pid == "" {
+		t.Fatal("no pid: recovery is off on /tenant-r")
+	}
+	gone(a, 1)
+	if !exists("/tenant-r") {
+		t.Fatal("/tenant-r removed while a session of it is kept")
+	}
+	req, _ := http.NewRequest("POST", url+"/api/v1/emit", strings.NewReader(`{"namespace":"/tenant-r","event":"missed","data":1}`))
+	req.Header.Set("Authorization", "Bearer secret")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("emit: %d", res.StatusCode)
+	}
+	b := mustDialWith(t, url, "/tenant-r", map[string]string{"pid": pid}, nil)
+	if !b.Recovered || b.ID != id {
+		t.Fatalf("not recovered: id %s (was %s), recovered %v", b.ID, id, b.Recovered)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if ev, err := b.Next(ctx); err != nil || ev.Name != "missed" {
+		t.Fatalf("missed event: %+v, %v", ev, err)
+	}
+
+	// Once the session has expired, the namespace goes, and the client starts afresh in a new one.
+	gone(b, 2)
+	until(t, "/tenant-r removed after its session expired", func() bool { return !exists("/tenant-r") })
+	c := mustDialWith(t, url, "/tenant-r", map[string]string{"pid": pid}, nil)
+	if c.Recovered || c.ID == id {
+		t.Fatalf("recovered from an expired session: id %s, recovered %v", c.ID, c.Recovered)
+	}
+	gone(c, 1)
+	waitMetric(t, url, `chorus_recoveries_total{namespace="/tenant-*",result="success"}`, 1)
+	waitMetric(t, url, `chorus_recoveries_total{namespace="/tenant-*",result="failure"}`, 1)
+
+	// One connection: "/" and 99 namespaces, then one too many.
+	d := dial(t, url, "/")
+	for i := range 100 {
+		if err := d.WriteRaw(fmt.Sprintf("40/tenant-many-%d,", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitMetric(t, url, `chorus_handshakes_refused_total{reason="too_many_namespaces"}`, 1)
+	if n := logs.count("handshake refused", "reason", "too_many_namespaces", "nsp", "/tenant-many-99"); n != 1 {
+		t.Errorf("too_many_namespaces logged %d times, want 1", n)
+	}
+	waitMetric(t, url, `chorus_sockets{namespace="/tenant-*",transport="websocket"}`, 99)
+	d.Close()
+	waitMetric(t, url, `chorus_sockets{namespace="/tenant-*",transport="websocket"}`, 0)
+	until(t, "every dynamic namespace removed", func() bool {
+		for _, n := range srv.Namespaces() {
+			if strings.HasPrefix(n.Name(), "/tenant-") {
+				return false
+			}
+		}
+		return true
+	})
+
+	for series := range scrape(t, url) {
+		if strings.Contains(series, "churn") || strings.Contains(series, "tenant-r") || strings.Contains(series, "tenant-many") {
+			t.Errorf("series %s names a namespace a client chose", series)
+		}
+	}
+}

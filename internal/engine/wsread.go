@@ -182,6 +182,14 @@ func (w *wsConn) parse(b []byte, max int64) (out []frame, err error) {
 		if !ok {
 			break
 		}
+		// A frame out of place is refused on its header, as the blocking reader does: its payload
+		// (up to MaxPayload) is not waited for.
+		switch {
+		case h.OpCode == ws.OpContinuation && w.msgOp == 0:
+			return out, errContinuation
+		case (h.OpCode == ws.OpText || h.OpCode == ws.OpBinary) && w.msgOp != 0:
+			return out, errFragmentOrder
+		}
 		if h.OpCode.IsData() || h.OpCode == ws.OpContinuation {
 			// Checked before waiting for the payload, and without adding (a frame may claim 2^63-1).
 			if h.Length > max-int64(len(w.msg)) {
@@ -204,14 +212,8 @@ func (w *wsConn) parse(b []byte, max int64) (out []frame, err error) {
 		case ws.OpClose:
 			return out, errEOF
 		case ws.OpContinuation:
-			if w.msgOp == 0 {
-				return out, errContinuation
-			}
 			w.msg = append(w.msg, payload...)
 		default:
-			if w.msgOp != 0 {
-				return out, errFragmentOrder
-			}
 			w.msgOp = h.OpCode
 			w.msg = append(w.msg[:0:0], payload...)
 		}

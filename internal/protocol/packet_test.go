@@ -119,6 +119,84 @@ func FuzzDecodeHeader(f *testing.F) {
 	})
 }
 
+// placeholders returns the num of every placeholder in a JSON value, as checkPlaceholders sees them.
+func placeholders(v any, out *[]any) {
+	switch v := v.(type) {
+	case []any:
+		for _, e := range v {
+			placeholders(e, out)
+		}
+	case map[string]any:
+		if ph, ok := v["_placeholder"].(bool); ok && ph {
+			*out = append(*out, v["num"])
+			return
+		}
+		for _, e := range v {
+			placeholders(e, out)
+		}
+	}
+}
+
+// FuzzDecodePacket runs a client's packet as the server reads it: the header, then (for a binary
+// packet) Complete with the attachments that came. Nothing panics; a completed packet's
+// placeholders all point at one of its attachments (whole numbers in range), so that re-encoding
+// for other clients or for Redis never refers to a missing one; an event has at least its name,
+// a string, and its arguments split; nesting stays within MaxDepth.
+func FuzzDecodePacket(f *testing.F) {
+	for _, s := range []string{
+		`2["join","a"]`, `21["publish",{"room":"r","event":"e","data":1}]`, `2/chat,3["m",[1,{"a":null}]]`,
+		`51-["b",{"_placeholder":true,"num":0}]`, `52-1["b",[{"_placeholder":true,"num":1},{"_placeholder":true,"num":0}]]`,
+		`61-5[{"_placeholder":true,"num":0}]`, `51-["b",{"_placeholder":true,"num":1}]`, `51-["b",{"_placeholder":true,"num":-1}]`,
+		`51-["b",{"_placeholder":true,"num":0.5}]`, `51-["b",{"_placeholder":true,"num":"0"}]`, `51-["b",{"_placeholder":false,"num":9}]`,
+		`511-["b"]`, `50-["b"]`, `5x-["b"]`, `51["b"]`, `0{"token":"x"}`, `0/nope,`, `1`, `4{"message":"x"}`, `3[1]`, `37[]`,
+		`2["e",` + strings.Repeat("[", 70) + strings.Repeat("]", 70) + `]`,
+	} {
+		f.Add([]byte(s), uint8(1))
+	}
+	f.Fuzz(func(t *testing.T, msg []byte, attachments uint8) {
+		p, want, err := DecodeHeader(msg)
+		if err != nil {
+			return
+		}
+		if want < 0 || want > MaxAttachments {
+			t.Fatalf("%q announces %d attachments", msg, want)
+		}
+		if !depthWithin(p.Data, MaxDepth) {
+			t.Fatalf("%q nests deeper than %d", msg, MaxDepth)
+		}
+		if p.Type == Event || p.Type == BinaryEvent {
+			args, err := Args(p.Data)
+			if err != nil || len(args) == 0 {
+				t.Fatalf("event %q: arguments %v, %v", msg, args, err)
+			}
+			var name string
+			if err := json.Unmarshal(args[0], &name); err != nil {
+				t.Fatalf("event %q: name %s is not a string", msg, args[0])
+			}
+		}
+		if p.Type != BinaryEvent && p.Type != BinaryAck {
+			return
+		}
+		n := int(attachments) % (MaxAttachments + 1)
+		atts := make([][]byte, n)
+		if err := p.Complete(atts); err != nil {
+			return
+		}
+		var v any
+		if err := json.Unmarshal(p.Data, &v); err != nil {
+			t.Fatalf("completed %q holds invalid JSON: %v", msg, err)
+		}
+		var nums []any
+		placeholders(v, &nums)
+		for _, num := range nums {
+			f, ok := num.(float64)
+			if !ok || f < 0 || f >= float64(n) || f != float64(int(f)) {
+				t.Fatalf("completed %q with %d attachments has placeholder num %v", msg, n, num)
+			}
+		}
+	})
+}
+
 // An event stamped with a recovery offset carries it as its last argument (socket.io 4.6+), without
 // its Data being changed.
 func TestEncodeOffset(t *testing.T) {

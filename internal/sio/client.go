@@ -158,13 +158,23 @@ func (cl *client) onPacket(p *protocol.Packet) {
 // connect runs the namespace's middleware and, if they agree, registers the socket before telling the
 // client it is connected, so that an event the client sends right after is never refused.
 func (cl *client) connect(p *protocol.Packet) {
-	n, ok := cl.srv.Lookup(p.Nsp)
 	req := cl.conn.Request()
-	if !ok {
-		cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", p.Nsp, "reason", "invalid_namespace", "remote", req.RemoteAddr)
-		cl.srv.metrics.HandshakeRefused("invalid_namespace")
-		cl.connectError(p.Nsp, &Error{Message: "Invalid namespace"}) // no code: the same packet as Node
+	cl.mu.Lock()
+	full := len(cl.sockets) >= MaxNamespacesPerConn
+	cl.mu.Unlock()
+	if full {
+		cl.refuse(p.Nsp, CodeTooManyNamespaces, Errorf(CodeTooManyNamespaces, "a connection may join at most %d namespaces", MaxNamespacesPerConn))
 		return
+	}
+	// An existing namespace is held from now on; a dynamic one that does not exist yet is only
+	// prepared, and made live (its adapter created) once its middleware has admitted the socket.
+	n, held := cl.srv.hold(p.Nsp)
+	if !held {
+		var ok bool
+		if n, ok = cl.srv.prepare(p.Nsp); !ok {
+			cl.refuse(p.Nsp, "invalid_namespace", &Error{Message: "Invalid namespace"}) // no code: the same packet as Node
+			return
+		}
 	}
 	h := &Handshake{
 		Headers: req.Header,
@@ -186,12 +196,18 @@ func (cl *client) connect(p *protocol.Packet) {
 			if reason == "" {
 				reason = "refused"
 			}
-			cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", n.name, "reason", reason, "remote", req.RemoteAddr)
-			cl.srv.metrics.HandshakeRefused(reason)
-			cl.connectError(p.Nsp, e)
+			cl.refuse(p.Nsp, reason, e)
+			if held {
+				cl.srv.release(n)
+			}
 			return
 		}
 	}
+	if !held {
+		n = cl.srv.register(n)
+	}
+	// From here on the connect holds n: the socket it makes (recovered or new) takes the hold over,
+	// and whatever ends the connect without one lets it go.
 	if n.recovery != nil {
 		if pid, offset, ok := recoveryAuth(h.Auth); ok {
 			recovered := cl.recover(n, h, pid, offset)
@@ -209,6 +225,7 @@ func (cl *client) connect(p *protocol.Packet) {
 	cl.mu.Lock()
 	if cl.closed {
 		cl.mu.Unlock()
+		cl.srv.release(n)
 		return
 	}
 	cl.sockets = append(cl.sockets, c)
@@ -225,6 +242,14 @@ func (cl *client) connect(p *protocol.Packet) {
 	for _, f := range n.onConnect {
 		f(c)
 	}
+}
+
+// refuse tells the client its connect to nsp is refused with e, and logs and counts the refusal
+// under reason.
+func (cl *client) refuse(nsp, reason string, e *Error) {
+	cl.srv.log.Info("handshake refused", "conn", cl.conn.ID(), "nsp", nsp, "reason", reason, "remote", cl.conn.Request().RemoteAddr)
+	cl.srv.metrics.HandshakeRefused(reason)
+	cl.connectError(nsp, e)
 }
 
 func (cl *client) connectError(nsp string, e *Error) {

@@ -448,7 +448,8 @@ func (c *Conn) onClose(reason string) {
 	}
 	c.connected = false
 	defer close(c.gone)
-	if c.pid != "" && !c.kicked && recoverableReason(reason) {
+	persisted := c.pid != "" && !c.kicked && recoverableReason(reason)
+	if persisted {
 		c.persistLocked()
 	}
 	mon := c.nsp.srv.monitor
@@ -483,6 +484,10 @@ func (c *Conn) onClose(reason string) {
 	}
 	c.nsp.srv.log.Info("disconnect", "sid", c.id, "nsp", c.nsp.name, "transport", transport, "reason", reason,
 		"duration", time.Since(c.handshake.Time).Round(time.Millisecond))
+	if persisted {
+		c.nsp.srv.keep(c.nsp) // a dynamic namespace stays while the session does
+	}
+	c.nsp.srv.release(c.nsp) // the socket held its namespace
 }
 
 var reserved = []string{"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}

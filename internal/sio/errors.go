@@ -26,7 +26,16 @@ const (
 	CodeReservedEvent   = "reserved_event"
 	CodeUnknownEvent    = "unknown_event"
 	CodeInternal        = "internal"
+	// CodeTooManyNamespaces refuses a connect (connect_error data.code) on a connection that has
+	// sockets in MaxNamespacesPerConn namespaces already.
+	CodeTooManyNamespaces = "too_many_namespaces"
 )
+
+// MaxNamespacesPerConn bounds the namespaces one connection may join at once. The stock client
+// multiplexes every namespace of a page on one connection, and pages use a few; the bound keeps
+// a client from making one connection hold sockets (and, for dynamic namespaces, whole
+// namespaces) by the thousand.
+const MaxNamespacesPerConn = 100
 
 // asError turns any handler error into the error the client sees: an *Error anywhere in the chain
 // is kept, anything else is an internal error whose detail stays in the server log.

@@ -11,10 +11,14 @@ import "time"
 // (transport names, close reasons, error codes), never by a client, with one exception that
 // Namespace documents.
 type Metrics interface {
-	// Namespace is called once, when the namespace called name is created, and the value it returns
-	// receives that namespace's counts. For a namespace created from a pattern (NamespaceFunc), name
-	// is what a client asked for: an implementation that turns it into a label must bound it (chorus
-	// maps it to the configured pattern).
+	// Namespace is called when a namespace called name is made, and the value it returns receives
+	// that namespace's counts. A static namespace is made once; one from a pattern (NamespaceFunc)
+	// is made for every connect that may create it (refused ones included) and again each time it
+	// is re-created after being removed with its last socket, so Namespace may be called many times
+	// with one name: it must return cheaply and keep nothing per call (chorus's values for one
+	// name share the same series, which a re-created namespace carries on). For a namespace from a
+	// pattern, name is what a client asked for: an implementation that turns it into a label must
+	// bound it (chorus maps it to the configured pattern).
 	Namespace(name string) NamespaceMetrics
 
 	// SessionOpened: a new Engine.IO session, on transport "polling" or "websocket".
@@ -26,8 +30,8 @@ type Metrics interface {
 	// "server shutting down", "connect timeout").
 	SessionClosed(transport, reason string)
 	// HandshakeRefused: a new session or a namespace connection was refused: the engine's reasons
-	// (engine.Options.OnRefuse), "invalid_namespace", or the code of the middleware's *Error
-	// ("refused" if it has none).
+	// (engine.Options.OnRefuse), "invalid_namespace", "too_many_namespaces" (CodeTooManyNamespaces),
+	// or the code of the middleware's *Error ("refused" if it has none).
 	HandshakeRefused(reason string)
 	// Received: one Engine.IO message of n bytes arrived from a client (heartbeats excluded).
 	Received(bytes int)

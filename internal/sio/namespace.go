@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"sync"
+	"time"
 
 	"github.com/chorus-rt/chorus/adapter"
 	"github.com/chorus-rt/chorus/internal/engine"
@@ -39,12 +40,18 @@ type Namespace struct {
 	mu      sync.RWMutex
 	sockets map[string]*Conn
 	byPID   map[string]*Conn // with recovery: the sockets by private session id
+
+	// Guarded by srv.mu.
+	dynamic   bool        // made from a pattern: removed once nothing holds it
+	refs      int         // its sockets, the callers of Acquire, connects in progress, and keepTimer
+	keepUntil time.Time   // with recovery: the last session of a socket that left is kept until then
+	keepTimer *time.Timer // non-nil while keepUntil holds the namespace (Server.keep)
 }
 
+// newNamespace returns a namespace without its adapter.
 func newNamespace(s *Server, name string) *Namespace {
 	n := &Namespace{srv: s, name: name, handlers: make(map[string]handlerFunc), sockets: make(map[string]*Conn)}
 	n.metrics = s.metrics.Namespace(name)
-	n.adapter = s.opts.Adapter(n)
 	return n
 }
 

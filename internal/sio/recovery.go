@@ -54,7 +54,9 @@ func (n *Namespace) EnableRecovery(o adapter.RecoveryOptions) {
 		o.KeepPackets = o.MaxDisconnection + n.srv.pingInterval() + n.srv.pingTimeout()
 	}
 	n.recovery = &o
-	n.adapter.EnableRecovery(o)
+	if n.adapter != nil { // a dynamic namespace's adapter is created later, with recovery on (Server.register)
+		n.adapter.EnableRecovery(o)
+	}
 }
 
 // RecoveryEnabled reports whether connection-state recovery is on for the namespace.
@@ -173,11 +175,16 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 		for _, p := range packets {
 			pkts = append(pkts, encodePacket(p)...)
 		}
-		missed = len(packets)
 		cl.mu.Lock()
+		if cl.closed { // gone since the check above: OnClose would never close c
+			cl.mu.Unlock()
+			c, orphan = nil, &s
+			return
+		}
 		cl.sockets = append(cl.sockets, c)
 		c.transport = cl.transport
 		cl.mu.Unlock()
+		missed = len(packets)
 		if cl.conn.Send(pkts...) {
 			n.srv.sent(pkts, 1)
 		}
@@ -187,6 +194,8 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 	switch {
 	case orphan != nil:
 		n.adapter.PersistSession(*orphan) // the client left while its session was restored: keep it
+		n.srv.keep(n)                     // for as long as a session of a socket that left is kept
+		n.srv.release(n)                  // the connect's hold: no socket took it over
 		return true
 	case foreign:
 		cl.srv.log.Info("session not recovered", "nsp", n.name, "conn", cl.conn.ID(), "reason", "the handshake grants other rooms")

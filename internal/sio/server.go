@@ -49,6 +49,11 @@ type Server struct {
 	mu       sync.RWMutex
 	static   map[string]*Namespace
 	patterns []pattern
+	// pending holds the dynamic namespaces whose adapter is being created or closed: whoever wants
+	// one of these names waits for the channel to close, so that a namespace's new adapter never
+	// subscribes before its old one has unsubscribed (the Redis adapter's channels are per name).
+	pending map[string]chan struct{}
+	closed  bool // Close was called: no namespace is kept for its sessions any more
 }
 
 type pattern struct {
@@ -70,7 +75,7 @@ func NewServer(opts Options) *Server {
 	if opts.Metrics == nil {
 		opts.Metrics = noMetrics{}
 	}
-	s := &Server{opts: opts, log: opts.Logger, metrics: opts.Metrics, static: make(map[string]*Namespace), maxPayload: opts.Engine.MaxPayload}
+	s := &Server{opts: opts, log: opts.Logger, metrics: opts.Metrics, static: make(map[string]*Namespace), pending: make(map[string]chan struct{}), maxPayload: opts.Engine.MaxPayload}
 	if s.maxPayload <= 0 {
 		s.maxPayload = 1e6 // the engine's default
 	}
@@ -120,41 +125,167 @@ func (s *Server) Namespace(name string) *Namespace {
 		return n
 	}
 	n := newNamespace(s, name)
+	n.adapter = s.opts.Adapter(n)
 	s.static[name] = n
 	return n
 }
 
-// NamespaceFunc declares dynamic namespaces: the first time a client or the server asks for a name
-// that match accepts, the namespace is created and setup configures it before anyone can use it.
-// Patterns are tried in the order they were declared, after the exact names.
+// NamespaceFunc declares dynamic namespaces: names that match accepts. Such a namespace exists only
+// while something holds it: it is created, and setup configures it, when a client's socket is
+// admitted to it (setup runs first, on a namespace of its own, so that its middleware can decide)
+// or when Acquire asks for it, and it is removed, its adapter closed, once its last socket has left
+// and no Acquire holds it. A client connecting to names it makes up therefore costs nothing once
+// refused or gone: no namespace, no adapter, no Redis subscription is left behind. Patterns are
+// tried in the order they were declared, after the exact names.
 func (s *Server) NamespaceFunc(match func(name string) bool, setup func(*Namespace)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.patterns = append(s.patterns, pattern{match, setup})
 }
 
-// Lookup returns the namespace called name, creating a dynamic one if a pattern accepts the name.
+// Lookup returns the namespace called name if it exists: a static one, or a dynamic one in use. It
+// creates none.
 func (s *Server) Lookup(name string) (*Namespace, bool) {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	n, ok := s.static[name]
-	s.mu.RUnlock()
-	if ok {
-		return n, true
+	return n, ok
+}
+
+// Acquire returns the namespace called name, creating a dynamic one if a pattern accepts the name,
+// and holds it until release is called (a dynamic namespace nothing holds is removed).
+func (s *Server) Acquire(name string) (n *Namespace, release func(), ok bool) {
+	if n, ok = s.hold(name); !ok {
+		if n, ok = s.prepare(name); !ok {
+			return nil, func() {}, false
+		}
+		n = s.register(n)
 	}
+	return n, sync.OnceFunc(func() { s.release(n) }), true
+}
+
+// hold holds the namespace called name if it exists and is not being created or removed.
+func (s *Server) hold(name string) (*Namespace, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n, ok := s.static[name]; ok {
-		return n, true
+	n, ok := s.static[name]
+	if ok {
+		n.refs++
 	}
+	return n, ok
+}
+
+// prepare makes the dynamic namespace called name, set up but not registered and without an
+// adapter: its middleware can run on it before it costs anything. False if no pattern accepts name.
+func (s *Server) prepare(name string) (*Namespace, bool) {
+	s.mu.RLock()
+	var setup func(*Namespace)
 	for _, p := range s.patterns {
 		if p.match(name) {
-			n := newNamespace(s, name)
-			p.setup(n)
-			s.static[name] = n
-			return n, true
+			setup = p.setup
+			break
 		}
 	}
-	return nil, false
+	s.mu.RUnlock()
+	if setup == nil {
+		return nil, false
+	}
+	n := newNamespace(s, name)
+	n.dynamic = true
+	setup(n)
+	return n, true
+}
+
+// register makes a prepared namespace live (its adapter created) and holds it; if one of that name
+// became live meanwhile, that one is held and returned instead.
+func (s *Server) register(n *Namespace) *Namespace {
+	for {
+		s.mu.Lock()
+		if live, ok := s.static[n.name]; ok {
+			live.refs++
+			s.mu.Unlock()
+			return live
+		}
+		if wait, ok := s.pending[n.name]; ok {
+			s.mu.Unlock()
+			<-wait
+			continue
+		}
+		done := make(chan struct{})
+		s.pending[n.name] = done
+		s.mu.Unlock()
+		a := s.opts.Adapter(n) // outside the lock: the Redis adapter subscribes
+		if n.recovery != nil { // EnableRecovery ran in setup, before the adapter existed
+			a.EnableRecovery(*n.recovery)
+		}
+		s.mu.Lock()
+		n.adapter, n.refs = a, 1
+		s.static[n.name] = n
+		delete(s.pending, n.name)
+		close(done)
+		s.mu.Unlock()
+		return n
+	}
+}
+
+// release lets go of a namespace held by hold, register or Acquire; a dynamic namespace that
+// nothing holds any more is removed and its adapter closed.
+func (s *Server) release(n *Namespace) {
+	s.mu.Lock()
+	n.refs--
+	if !n.dynamic || n.refs > 0 || s.static[n.name] != n {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.static, n.name)
+	done := make(chan struct{})
+	s.pending[n.name] = done
+	s.mu.Unlock()
+	n.adapter.Close()
+	s.mu.Lock()
+	delete(s.pending, n.name)
+	close(done)
+	s.mu.Unlock()
+	s.log.Debug("dynamic namespace removed", "nsp", n.name)
+}
+
+// keep holds the dynamic namespace n, if its recovery is on, for as long as a session a socket has
+// just left in it is kept (MaxDisconnection from now), so that the session, and the packets its
+// client misses meanwhile, are still there when the client comes back: a dynamic namespace's
+// sessions and recovery log live in its adapter, which goes when the namespace is removed. One
+// timer per namespace, moved forward by each socket that leaves a session, holds it.
+func (s *Server) keep(n *Namespace) {
+	if n.recovery == nil {
+		return
+	}
+	d := n.recovery.MaxDisconnection
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !n.dynamic || s.closed || s.static[n.name] != n {
+		return
+	}
+	n.keepUntil = time.Now().Add(d)
+	if n.keepTimer == nil {
+		n.refs++
+		n.keepTimer = time.AfterFunc(d, func() { s.kept(n) })
+	}
+}
+
+// kept runs when n's keep timer fires: it lets n go once its last session has expired.
+func (s *Server) kept(n *Namespace) {
+	s.mu.Lock()
+	if n.keepTimer == nil { // stopped by Close
+		s.mu.Unlock()
+		return
+	}
+	if d := time.Until(n.keepUntil); d > 0 {
+		n.keepTimer.Reset(d)
+		s.mu.Unlock()
+		return
+	}
+	n.keepTimer = nil
+	s.mu.Unlock()
+	s.release(n)
 }
 
 // Namespaces returns every namespace created so far.
@@ -216,6 +347,15 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 func (s *Server) Close() error {
 	s.draining.Store(true)
 	s.engine.Close()
+	s.mu.Lock()
+	s.closed = true
+	for _, n := range s.static {
+		if n.keepTimer != nil { // its adapter is closed below
+			n.keepTimer.Stop()
+			n.keepTimer = nil
+		}
+	}
+	s.mu.Unlock()
 	var first error
 	for _, n := range s.Namespaces() {
 		if err := n.adapter.Close(); err != nil && first == nil {

@@ -321,3 +321,112 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// countingAdapters wraps the memory adapter and checks that a namespace name never has two live
+// adapters at once (with Redis, the new one's subscriptions would be undone by the old one's
+// unsubscribe).
+type countingAdapters struct {
+	mu              sync.Mutex
+	live            map[string]bool
+	created, closed int
+	overlap         []string
+}
+
+type countedAdapter struct {
+	adapter.Adapter
+	f    *countingAdapters
+	name string
+}
+
+func (a *countedAdapter) Close() error {
+	a.f.mu.Lock()
+	defer a.f.mu.Unlock()
+	delete(a.f.live, a.name)
+	a.f.closed++
+	return a.Adapter.Close()
+}
+
+func (f *countingAdapters) factory(nsp adapter.Namespace) adapter.Adapter {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.live[nsp.Name()] {
+		f.overlap = append(f.overlap, nsp.Name())
+	}
+	f.live[nsp.Name()] = true
+	f.created++
+	return &countedAdapter{Adapter: adapter.NewMemory(nsp), f: f, name: nsp.Name()}
+}
+
+// Dynamic namespaces exist only while something holds them: a refused connect creates none (no
+// adapter), an admitted one creates it, and it is removed with its adapter when the last socket
+// leaves; sockets coming and going at once on the same names never make two adapters live for one
+// name, and every adapter made is closed.
+func TestDynamicNamespaceLifecycle(t *testing.T) {
+	t.Parallel()
+	f := &countingAdapters{live: make(map[string]bool)}
+	s := sio.NewServer(sio.Options{Adapter: f.factory})
+	s.NamespaceFunc(func(name string) bool { return len(name) > 5 && name[:5] == "/dyn-" }, func(n *sio.Namespace) {
+		n.Use(func(_ context.Context, _ *sio.Handshake, auth json.RawMessage) error {
+			if string(auth) == `{"deny":true}` {
+				return sio.Errorf("denied", "no")
+			}
+			return nil
+		})
+		sio.Handle(n, "echo", func(ctx context.Context, c *sio.Conn, req echoReq) (echoReq, error) { return req, nil })
+	})
+	ts := httptest.NewServer(s)
+	defer func() {
+		s.Close()
+		ts.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if _, err := siotest.Dial(ctx, ts.URL, "/dyn-refused", map[string]bool{"deny": true}); err == nil {
+		t.Fatal("the middleware's refusal was ignored")
+	}
+	if _, ok := s.Lookup("/dyn-refused"); ok || f.created != 1 { // "/" only
+		t.Fatalf("a refused connect made a namespace (created %d adapters)", f.created)
+	}
+
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			for round := range 5 {
+				nsp := []string{"/dyn-a", "/dyn-b"}[(i+round)%2]
+				c, err := siotest.Dial(ctx, ts.URL, nsp, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := c.EmitWithAck(ctx, "echo", echoReq{N: i}); err != nil {
+					t.Error(err)
+				}
+				c.Close()
+				<-c.Done()
+			}
+		})
+	}
+	wg.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, a := s.Lookup("/dyn-a")
+		_, b := s.Lookup("/dyn-b")
+		if !a && !b {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("dynamic namespaces still there after their last socket left")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.overlap) > 0 {
+		t.Errorf("two live adapters at once for %q", f.overlap)
+	}
+	if f.created-1 != f.closed { // "/" stays
+		t.Errorf("%d dynamic adapters created, %d closed", f.created-1, f.closed)
+	}
+	t.Logf("%d dynamic adapters made and closed", f.closed)
+}
