@@ -15,14 +15,15 @@ import { freePort } from "./redis.mjs";
  * upstream is sticky: `hash $remote_addr consistent` (ip_hash would do too; behind another proxy
  * hash on X-Forwarded-For instead).
  */
-export function nginxConfig({ listen, upstreams, dir }) {
+export function nginxConfig({ listen, upstreams, dir, workerConnections = 4096 }) {
   const asRoot = process.getuid?.() === 0;
   return `# chorus behind nginx: sticky sessions for long-polling, WebSocket upgrades passed through.
 ${asRoot ? "user root;\n" : ""}worker_processes 1;
 daemon off;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile ${2 * workerConnections};
+events { worker_connections ${workerConnections}; }
 http {
   access_log off;
   client_body_temp_path ${dir}/body;
@@ -70,8 +71,11 @@ function listening(port) {
   });
 }
 
-/** Starts nginx in front of upstreams; resolves with {url, port, stop()}. */
-export async function startNginx(upstreams) {
+/**
+ * Starts nginx in front of upstreams; resolves with {url, port, pid, stop()}. workerConnections
+ * bounds the connections of its one worker: each proxied client takes two.
+ */
+export async function startNginx(upstreams, { workerConnections } = {}) {
   if (spawnSync("nginx", ["-v"]).error) {
     throw new Error("nginx is not installed (Debian: apt-get install -y nginx; .ci/run installs it without starting its service)");
   }
@@ -80,7 +84,7 @@ export async function startNginx(upstreams) {
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
     const conf = path.join(dir, "nginx.conf");
-    writeFileSync(conf, nginxConfig({ listen: `127.0.0.1:${port}`, upstreams, dir }));
+    writeFileSync(conf, nginxConfig({ listen: `127.0.0.1:${port}`, upstreams, dir, workerConnections }));
     const proc = spawn("nginx", ["-p", dir, "-e", path.join(dir, "error.log"), "-c", conf], { stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
     proc.stdout.on("data", (c) => (output += c));
@@ -95,6 +99,7 @@ export async function startNginx(upstreams) {
       return {
         port,
         url: `http://127.0.0.1:${port}`,
+        pid: proc.pid,
         async stop() {
           if (proc.exitCode === null && proc.signalCode === null) {
             proc.kill("SIGQUIT"); // graceful: workers finish, then exit
