@@ -112,6 +112,20 @@ type Recovery interface {
 	RestoreSession(ctx context.Context, pid, offset string, attach func(s Session, missed []*protocol.Packet)) error
 }
 
+// LiveSessions is implemented by adapters that keep a connected socket's session where other nodes
+// find it (the Redis Streams adapter, streams_live.go), so that its client recovers even when this
+// node dies without calling PersistSession (SIGKILL, a crash, a lost machine). The adapter keeps
+// such a session's rooms up to date through its own Join and Leave, and its expiry alive, until
+// PersistSession (the connection dropped) or DropSession (the socket left for good).
+type LiveSessions interface {
+	// OpenSession is called once a socket with recovery has connected or recovered, with its
+	// session as PersistSession would get it.
+	OpenSession(s Session)
+	// DropSession is called when the socket leaves without a session to keep (the client or the
+	// server disconnected it on purpose): nobody may recover it.
+	DropSession(sid, pid string)
+}
+
 // recoverable reports whether a broadcast of p with opts is stamped with an offset and kept.
 func recoverable(p *protocol.Packet, opts BroadcastOptions) bool {
 	return (p.Type == protocol.Event || p.Type == protocol.BinaryEvent) && !p.HasID && !opts.Volatile

@@ -49,6 +49,16 @@ type xaddMsg struct {
 	a      *streamsAdapter
 	p      *protocol.Packet
 	opts   BroadcastOptions
+	// a committed broadcast (commit.go): its outcome, and the dedup key claimed with it ("": none)
+	commit *pendingCommit
+	claim  string
+}
+
+// xaddResult is what Redis answered to an XADD (or to the claim script that replaces it).
+type xaddResult struct {
+	id  string
+	dup bool // the claim was not first: nothing was added
+	err error
 }
 
 // setMsg is a SET key value PX ttl (a session).
@@ -117,31 +127,60 @@ func (st *streamState) endInflight() {
 	st.pendCond.Broadcast()
 }
 
-// xaddDone hands the ids of a pipeline's broadcasts to the reader; a broadcast whose XADD failed
-// is delivered at once, without an offset.
-func (st *streamState) xaddDone(batch []outMsg, cmds []*redis.StringCmd) {
-	var failed []*xaddMsg
+// xaddDone hands the ids of a pipeline's broadcasts to the reader and reports their commits; a
+// broadcast whose XADD failed is delivered at once, without an offset (one made with a claim is
+// not delivered at all).
+func (r *Redis) xaddDone(batch []outMsg, results []xaddResult) {
+	st := r.streams
+	var (
+		failed []*xaddMsg
+		fires  []*pendingCommit
+		dups   []*pendingCommit
+		lost   []*pendingCommit
+	)
 	now := time.Now()
 	st.pendMu.Lock()
 	for i, m := range batch {
-		if m.xadd == nil || m.xadd.a == nil {
+		x := m.xadd
+		if x == nil || x.a == nil {
 			continue
 		}
-		idStr, err := cmds[i].Result()
-		id, ok := newStreamID(idStr)
-		if err != nil || !ok {
-			failed = append(failed, m.xadd)
+		res := results[i]
+		if res.dup {
+			dups = append(dups, x.commit)
 			continue
 		}
-		st.pending = append(st.pending, pendingBroadcast{id: id, ids: idStr, at: now, xadd: m.xadd})
+		id, ok := newStreamID(res.id)
+		if res.err != nil || !ok {
+			if x.claim != "" {
+				lost = append(lost, x.commit)
+			} else {
+				failed = append(failed, x)
+			}
+			continue
+		}
+		st.pending = append(st.pending, pendingBroadcast{id: id, ids: res.id, at: now, xadd: x})
+		fires = append(fires, x.commit)
 	}
 	st.pendMu.Unlock()
+	for _, pc := range fires {
+		r.fire(pc, Committed)
+	}
+	for _, pc := range dups {
+		r.fire(pc, Duplicate)
+	}
+	for _, pc := range lost {
+		r.fire(pc, Unavailable)
+	}
 	if len(failed) > 0 {
 		st.deliverMu.Lock()
 		for _, x := range failed {
 			x.a.deliver(x.p, x.opts, "")
 		}
 		st.deliverMu.Unlock()
+		for _, x := range failed {
+			r.fire(x.commit, LocalOnly)
+		}
 	}
 }
 
@@ -229,9 +268,14 @@ func (st *streamState) deliverQueued(r *Redis) {
 		}
 		r.queuedBytes.Add(-int64(m.size()))
 		r.dropped.Add(1)
+		if m.xadd.claim != "" {
+			r.fire(m.xadd.commit, Unavailable) // made with a claim: delivered nowhere
+			continue
+		}
 		st.deliverMu.Lock()
 		m.xadd.a.deliver(m.xadd.p, m.xadd.opts, "")
 		st.deliverMu.Unlock()
+		r.fire(m.xadd.commit, LocalOnly)
 	}
 }
 

@@ -225,6 +225,7 @@ func (cl *client) connect(p *protocol.Packet) {
 	for _, f := range n.onConnect {
 		f(c)
 	}
+	c.openSession()
 }
 
 func (cl *client) connectError(nsp string, e *Error) {

@@ -78,15 +78,42 @@ func (s *Server) pingTimeout() time.Duration {
 // dropped (socket.recovered in Node): same id, rooms and data, missed packets replayed.
 func (c *Conn) Recovered() bool { return c.recovered }
 
-// persistLocked hands the socket's session to the adapter; c.mu is held.
-func (c *Conn) persistLocked() {
+// sessionLocked returns the socket's session as it stands; c.mu is held.
+func (c *Conn) sessionLocked() adapter.Session {
 	data := json.RawMessage("{}")
 	if c.data != nil {
 		if b, err := json.Marshal(c.data); err == nil {
 			data = b
 		}
 	}
-	c.nsp.adapter.PersistSession(adapter.Session{SID: c.id, PID: c.pid, Rooms: c.nsp.adapter.Rooms(c.id), Data: data, From: c.from})
+	return adapter.Session{SID: c.id, PID: c.pid, Rooms: c.nsp.adapter.Rooms(c.id), Data: data, From: c.from}
+}
+
+// persistLocked hands the socket's session to the adapter; c.mu is held.
+func (c *Conn) persistLocked() { c.nsp.adapter.PersistSession(c.sessionLocked()) }
+
+// openSession tells an adapter that keeps live sessions (adapter.LiveSessions) that the socket is
+// connected, once it is in its rooms.
+func (c *Conn) openSession() {
+	ls, ok := c.nsp.adapter.(adapter.LiveSessions)
+	if !ok || c.pid == "" {
+		return
+	}
+	// Under c.mu, as onClose's PersistSession or DropSession: whichever comes first, the session
+	// ends up as the socket's state says.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.connected {
+		ls.OpenSession(c.sessionLocked())
+	}
+}
+
+// dropSessionLocked tells an adapter that keeps live sessions that the socket left for good; c.mu
+// is held.
+func (c *Conn) dropSessionLocked() {
+	if ls, ok := c.nsp.adapter.(adapter.LiveSessions); ok && c.pid != "" {
+		ls.DropSession(c.id, c.pid)
+	}
 }
 
 // takeOver ends a socket of this node whose client has come back on another connection before
@@ -210,6 +237,7 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 	for _, f := range n.onConnect {
 		f(c)
 	}
+	c.openSession()
 	return true
 }
 
