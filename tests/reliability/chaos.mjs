@@ -168,6 +168,10 @@ export function receiver(url, i, room, opts = {}) {
   });
   socket.on("disconnect", (reason) => r.disconnects.push({ at: Date.now(), reason }));
   socket.io.on("reconnect_attempt", (n) => r.attempts.push({ at: Date.now(), n }));
+  socket.io.on("reconnect_error", (err) => {
+    r.lastError = `${err.message}${err.description?.message ? `: ${err.description.message}` : ""}`;
+    r.failedAttempts = (r.failedAttempts ?? 0) + 1;
+  });
   socket.on("connect_error", () => r.errors++);
   socket.on("m", (m) => {
     const key = `${m.p}:${m.s}`;
@@ -196,9 +200,12 @@ export function publisher(url, p, room, { reliable = false, intervalMs = 100, ad
     running: false,
     connects: [],
     disconnects: [],
+    attempts: [],
   };
   socket.on("connect", () => pub.connects.push({ at: Date.now(), recovered: socket.recovered, id: socket.id }));
   socket.on("disconnect", (reason) => pub.disconnects.push({ at: Date.now(), reason }));
+  socket.io.on("reconnect_attempt", (n) => pub.attempts.push({ at: Date.now(), n }));
+  socket.io.on("reconnect_error", (err) => (pub.lastError = `${err.message}${err.description?.message ? `: ${err.description.message}` : ""}`));
   const runId = unique("run");
   const publishOne = async (entry) => {
     const data = { p, s: entry.s, at: entry.at };
@@ -271,9 +278,16 @@ export function publisher(url, p, room, { reliable = false, intervalMs = 100, ad
 }
 
 /** Waits until every socket is connected. */
-export async function allConnected(sockets, timeout, message = "every client connected") {
-  await waitFor(() => sockets.every((s) => s.connected), { timeout, interval: 50 }).catch(() => {
-    throw new Error(`${message}: ${sockets.filter((s) => !s.connected).length} of ${sockets.length} not connected after ${timeout} ms`);
+export async function allConnected(clients, timeout, message = "every client connected") {
+  await waitFor(() => clients.every((c) => c.socket.connected), { timeout, interval: 50 }).catch(() => {
+    const out = clients.filter((c) => !c.socket.connected);
+    const why = {};
+    for (const c of out) {
+      const k = `${c.lastError ?? "no error"} (engine ${c.socket.io.engine?.readyState ?? "none"}, manager ${c.socket.io._readyState})`;
+      why[k] = (why[k] ?? 0) + 1;
+    }
+    const attempts = out.map((c) => c.attempts?.length ?? 0);
+    throw new Error(`${message}: ${out.length} of ${clients.length} not connected after ${timeout} ms; ${JSON.stringify(why)}; their attempts: ${Math.min(...attempts)}–${Math.max(...attempts)}`);
   });
 }
 
