@@ -183,6 +183,7 @@ func (a *streamsAdapter) BroadcastCommit(p *protocol.Packet, opts BroadcastOptio
 	x.commit = pc
 	if claim != nil {
 		x.claim = r.dedupKey(*claim)
+		x.values = append(x.values, claimField, "1")
 	}
 	if !r.enqueueCommit(outMsg{xadd: x}, pc) && claim == nil {
 		a.deliver(p, opts, "") // the queue is full: this node's sockets at least

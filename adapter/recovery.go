@@ -45,6 +45,10 @@ type RecoveryOptions struct {
 	// MaxPackets caps the packets kept in memory; past it the oldest go first, and sessions that
 	// would need them start afresh. 0 means DefaultMaxPackets.
 	MaxPackets int
+	// OutageWait is how long a restore waits for a store it cannot reach (Redis, in streams mode)
+	// before it gives up and the client gets a new session; the namespace sets it (its caller's
+	// context must allow for it). 0: it does not wait.
+	OutageWait time.Duration
 }
 
 func (o RecoveryOptions) withDefaults() RecoveryOptions {

@@ -411,17 +411,36 @@ func (r *Redis) drop() {
 func (r *Redis) publisher() {
 	defer r.wg.Done()
 	batch := make([]outMsg, 0, batchMessages)
+	var retry []outMsg // what a failed pipeline may send again, first
 	for {
-		batch = batch[:0]
+		batch = append(batch[:0], retry...)
+		retry = nil
 		select {
-		case m := <-r.queue:
-			batch = append(batch, m)
 		case <-r.done:
 			r.flush(batch)
 			return
+		default:
+		}
+		if len(batch) == 0 {
+			select {
+			case m := <-r.queue:
+				batch = append(batch, m)
+			case <-r.done:
+				r.flush(batch)
+				return
+			}
 		}
 		batch = r.fill(batch)
 		if !r.send(batch) {
+			// Session writes (SET, DEL, PEXPIRE) are sent again once Redis answers: the same
+			// write twice does no harm, and a session lost here could not be recovered.
+			// Broadcasts are not: one is never published twice.
+			for _, m := range batch {
+				if m.set != nil || m.del != "" || m.expire != nil {
+					retry = append(retry, m)
+					r.queuedBytes.Add(int64(m.size())) // queued again
+				}
+			}
 			r.awaitRedis()
 		}
 		clear(batch) // let the payloads go
@@ -601,12 +620,13 @@ func (r *Redis) awaitRedis() {
 func (r *Redis) flush(batch []outMsg) {
 	deadline := time.Now().Add(flushTimeout)
 	for {
-		batch = r.fill(batch[:0])
+		batch = r.fill(batch)
 		if len(batch) == 0 {
 			return
 		}
 		if r.Status().Up && time.Now().Before(deadline) {
 			if r.send(batch) {
+				batch = batch[:0]
 				continue
 			}
 			batch = batch[:0] // send counted it

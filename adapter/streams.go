@@ -319,7 +319,11 @@ func (r *Redis) streamReader() {
 			last = end.String()
 			r.startStream(end)
 		}
-		res, err := r.reader.XRead(r.ctx, &redis.XReadArgs{Streams: []string{st.name, last}, Count: streamReadCount, Block: streamBlock}).Result()
+		// go-redis waits for a blocking read's reply for the block time plus 10 s; a reply lost on
+		// the way (a network that swallows it) must not stall the reader for that long.
+		ctx, cancel := context.WithTimeout(r.ctx, streamBlock+commandTimeout)
+		res, err := r.reader.XRead(ctx, &redis.XReadArgs{Streams: []string{st.name, last}, Count: streamReadCount, Block: streamBlock}).Result()
+		cancel()
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
@@ -408,11 +412,16 @@ func (r *Redis) onStreamEntry(m redis.XMessage) {
 		}
 		st.head.Store(&m.ID)
 	}()
+	delivered := false
 	for _, pb := range st.takePending(id) {
 		pb.xadd.a.deliver(pb.xadd.p, pb.xadd.opts, pb.ids)
+		delivered = delivered || pb.id == id
 	}
-	if own {
-		return // this node's: delivered above, or already (its XADD seemed to fail) or applied when made
+	_, claimed := m.Values[claimField]
+	if own && (delivered || !claimed) {
+		// This node's: delivered above, or already (its XADD seemed to fail and it was delivered
+		// at once) or applied when made.
+		return
 	}
 	nsp, _ := m.Values["nsp"].(string)
 	a := st.adapter(nsp)
@@ -424,8 +433,19 @@ func (r *Redis) onStreamEntry(m redis.XMessage) {
 		r.malformedMessage(nsp, "stream entry", err)
 		return
 	}
+	if own {
+		// A broadcast of this node made with a claim whose script ran although the node did not
+		// hear so (the reply was lost: its publisher was told Unavailable, and nothing was
+		// delivered here): the local sockets get it now, as the other nodes do.
+		a.deliverEntry(cm, m.ID)
+		return
+	}
 	a.onMessage(cm, m.ID)
 }
+
+// claimField marks the stream entries of broadcasts made with a claim (BroadcastCommit): Node's
+// adapter ignores it.
+const claimField = "claimed"
 
 // streamsFactory creates a namespace's adapter in streams mode and subscribes to its channels.
 func (r *Redis) streamsFactory(nsp Namespace) Adapter {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,6 +110,20 @@ func (a *streamsAdapter) deliver(p *protocol.Packet, opts BroadcastOptions, offs
 		p = &q
 	}
 	a.nsp.Deliver(p, a.selectIDs(opts), opts.Volatile)
+}
+
+// deliverEntry delivers a BROADCAST entry of the stream to the local sockets, whoever made it.
+func (a *streamsAdapter) deliverEntry(m *clusterMessage, offset string) {
+	if m.Type != msgBroadcast || m.Nsp != a.name || m.Data.RequestID != nil {
+		return
+	}
+	p, o, err := m.broadcastPacket()
+	if err != nil {
+		a.r.malformedMessage(a.name, "broadcast", err)
+		return
+	}
+	p.Nsp = a.name
+	a.deliver(p, o, offset)
 }
 
 // onPubSub handles a message of the namespace's public or private channel.
@@ -550,6 +565,11 @@ func (a *streamsAdapter) RestoreSession(ctx context.Context, pid, offset string,
 		return errNoSession("recovery is off")
 	}
 	st := a.r.streams
+	// While Redis is unreachable the session and what the client missed are out of reach: the
+	// client waits (its CONNECT is answered late) rather than lose them, up to OutageWait.
+	if err := a.r.awaitUp(ctx, a.rec.Load().OutageWait); err != nil {
+		return fmt.Errorf("restore session: %w", err)
+	}
 	// A session live on another node (its socket connected there, as far as Redis knows) is
 	// released by that node first, unless that node is dead.
 	if err := a.awaitReleased(ctx, pid); err != nil {
@@ -584,16 +604,31 @@ func (a *streamsAdapter) RestoreSession(ctx context.Context, pid, offset string,
 	}
 	s := stored.Session
 	info, err := a.r.client.XInfoStream(ctx, st.name).Result()
-	if err != nil {
+	switch {
+	case err != nil && strings.Contains(err.Error(), "no such key"):
+		// No stream: nothing was ever added, or Redis lost it (restarted without its data).
+		info, err = &redis.XInfoStream{LastGeneratedID: "0-0"}, nil
+	case err != nil:
 		return fmt.Errorf("restore session: %w", err)
 	}
 	end, _ := newStreamID(info.LastGeneratedID)
 	from, ok := newStreamID(s.From)
-	if c, cok := newStreamID(offset); cok && !end.less(c) && (!ok || from.less(c)) {
-		from, ok = c, true // a valid offset the client received, later than the session's From
+	c, cok := newStreamID(offset)
+	if cok && end.less(c) {
+		// The stream ends before an entry the client received: Redis lost it (a restart
+		// without persistence), and with it whatever came after that entry.
+		return errNoSession("the stream was lost: it ends before the client's offset")
+	}
+	if cok && (!ok || from.less(c)) {
+		from, ok = c, true // an offset the client received, later than the session's From
 	}
 	if !ok {
 		return errNoSession("neither the session nor the client has an offset")
+	}
+	if end.less(from) {
+		// The stream ends before what the client or its session has seen: Redis lost it (a
+		// restart without persistence), and what came after the client's offset with it.
+		return errNoSession("the stream was lost: it ends before the session's offset")
 	}
 	if !a.kept(ctx, info, from) {
 		return errNoSession("packets it missed are no longer in the stream")
@@ -656,9 +691,12 @@ func (a *streamsAdapter) kept(ctx context.Context, info *redis.XInfoStream, from
 		return false // entries were added after from, and none is left
 	case !from.next().less(first):
 		return true
-	case info.EntriesAdded > 0 && info.EntriesAdded == info.Length:
-		return true // nothing trimmed
+	case from == streamID{} && info.EntriesAdded > 0 && info.EntriesAdded == info.Length:
+		return true // the session began before any entry, and nothing was trimmed since
 	}
+	// Otherwise from itself must still be there: an entry the client or its session has seen
+	// that is gone was trimmed, or the stream is not the one it was (Redis lost it and it was
+	// made anew: only the entries after the loss are in it).
 	n, err := a.r.client.XRange(ctx, a.r.streams.name, from.String(), from.String()).Result()
 	return err == nil && len(n) == 1
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -251,4 +252,27 @@ func liveNode(raw string) string {
 // encodeSessionLive writes a live session: Node's fields, "from" and "node".
 func encodeSessionLive(s Session, node string) ([]byte, error) {
 	return encodeSessionFields(s, node)
+}
+
+// awaitUp returns once the link to Redis is up, or an error after wait (or when ctx ends first).
+func (r *Redis) awaitUp(ctx context.Context, wait time.Duration) error {
+	if linkState(r.current.Load()) == linkUp {
+		return nil
+	}
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for linkState(r.current.Load()) != linkUp {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.done:
+			return errors.New("the adapter is closed")
+		case <-deadline.C:
+			return fmt.Errorf("redis unreachable for %s", wait)
+		case <-tick.C:
+		}
+	}
+	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/chorus-rt/chorus/internal/config"
+	"github.com/chorus-rt/chorus/internal/siotest"
 )
 
 // storedSession reads the session key of pid as Redis holds it ({} fields of the msgpack map), and
@@ -251,6 +253,7 @@ type tcpProxy struct {
 	mu    sync.Mutex
 	conns []net.Conn
 	dead  bool
+	muted atomic.Bool
 }
 
 func startTCPProxy(t *testing.T, port int) *tcpProxy {
@@ -282,10 +285,32 @@ func startTCPProxy(t *testing.T, port int) *tcpProxy {
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
 			go func() { io.Copy(s, c); s.Close() }()
-			go func() { io.Copy(c, s); c.Close() }()
+			go func() { p.copyReplies(c, s); c.Close() }()
 		}
 	}()
 	return p
+}
+
+// copyReplies copies what Redis sends to the node, dropping it while the proxy is muted.
+func (p *tcpProxy) copyReplies(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !p.muted.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// mute drops every reply Redis sends to the node for d: its commands run, it never hears.
+func (p *tcpProxy) mute(d time.Duration) {
+	p.muted.Store(true)
+	time.AfterFunc(d, func() { p.muted.Store(false) })
 }
 
 // cut closes every forwarded connection and the listener.
@@ -299,5 +324,134 @@ func (p *tcpProxy) cut() {
 	p.ln.Close()
 	for _, c := range p.conns {
 		c.Close()
+	}
+}
+
+// A publish with an id whose claim and entry Redis made while the node never heard the reply: the
+// publisher is told unavailable; the message still reaches everyone once, this node's sockets
+// included (its reader delivers its own claimed entry it has not delivered), and the client's retry
+// is a duplicate.
+func TestStreamsClaimReplyLost(t *testing.T) {
+	t.Parallel()
+	rs := startRedis(t)
+	nodes, prefix := streamsNodes(t, rs, 1, nil)
+	b := nodes[0]
+	proxy := startTCPProxy(t, rs.port)
+	a := newNode(t, "A", "redis://"+proxy.addr, prefix, func(c *config.Config) { c.RedisMode = "streams" })
+	waitServerCount(t, 2, a, b)
+	sender, ra, rb := dial(t, a.url), dial(t, a.url), dial(t, b.url)
+	join(t, ra, "room")
+	join(t, rb, "room")
+	publish(t, sender, "room", "m", "before")
+	expect(t, ra, "m", `"before"`)
+	expect(t, rb, "m", `"before"`)
+
+	proxy.mute(3500 * time.Millisecond) // longer than a pipeline's timeout (3 s)
+	msg := map[string]any{"room": "room", "event": "m", "data": "claimed", "id": "m-1"}
+	var refused struct {
+		OK    bool `json:"ok"`
+		Error struct{ Code string }
+	}
+	if got := ackOf(t, sender, "publish", msg); json.Unmarshal([]byte(got), &refused) != nil || refused.OK || refused.Error.Code != "unavailable" {
+		t.Fatalf("publish whose reply was lost: %s, want unavailable", got)
+	}
+	expect(t, rb, "m", `"claimed"`)
+	// A's reader gets it once its link works again (a read whose reply was swallowed times out
+	// after the block time and the command timeout).
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if ev, err := ra.Next(ctx); err != nil || ev.Name != "m" || len(ev.Args) != 1 || string(ev.Args[0]) != `"claimed"` {
+		t.Fatalf("A's own receiver: %v %v", ev, err)
+	}
+	waitFor(t, "node A reports redis up", func() bool { return readyzState(t, a) == "up" })
+	if got := ackOf(t, sender, "publish", msg); got != `{"ok":true,"duplicate":true}` {
+		t.Fatalf("the retry: %s, want a duplicate", got)
+	}
+	quiet(t, a, ra, rb)
+}
+
+// A client that comes back while Redis is unreachable waits for it (its CONNECT is answered when
+// Redis is back, within RecoveryOptions.OutageWait) and recovers its session, instead of getting a
+// new one.
+func TestStreamsRecoveryWaitsForRedis(t *testing.T) {
+	t.Parallel()
+	rs := startRedisPersistent(t)
+	nodes, _ := streamsNodes(t, rs, 2, nil)
+	a, b := nodes[0], nodes[1]
+	c := dial(t, a.url)
+	join(t, c, "room")
+	sender := dial(t, b.url)
+	publish(t, sender, "room", "m", 1)
+	ev := next(t, c)
+
+	rs.stop()
+	waitFor(t, "node A reports redis down", func() bool { return readyzState(t, a) == "down" })
+	dropOn(t, a, c) // its session waits in A's queue for Redis
+	type dialed struct {
+		c   *siotest.Client
+		err error
+	}
+	back := make(chan dialed, 1)
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cl, err := siotest.Dial(ctx, a.url, "/", map[string]string{"pid": c.PID, "offset": ev.Offset})
+		back <- dialed{cl, err}
+	}()
+	time.Sleep(time.Second)
+	if err := rs.restart(); err != nil {
+		t.Fatal(err)
+	}
+	d := <-back
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	t.Cleanup(d.c.Close)
+	if !d.c.Recovered || d.c.ID != c.ID {
+		t.Fatalf("recovered %v id %s after %s, want %s", d.c.Recovered, d.c.ID, time.Since(start), c.ID)
+	}
+	if took := time.Since(start); took < time.Second {
+		t.Fatalf("answered after %s, before Redis was back", took)
+	}
+	waitServerCount(t, 2, a, b)
+	publish(t, sender, "room", "m", 2)
+	expect(t, d.c, "m", "2")
+}
+
+// After Redis lost its data (restarted without persistence), a client whose offset the new stream
+// does not hold gets a new session: what came after its offset may be lost, and it is told so
+// (recovered false) rather than given a session with a silent gap. Its session itself is there:
+// it was connected across the restart, and dropped after.
+func TestStreamsRecoveryAfterRedisLostTheStream(t *testing.T) {
+	for _, more := range []bool{false, true} {
+		t.Run(map[bool]string{false: "nothing added since", true: "entries added since"}[more], func(t *testing.T) {
+			t.Parallel()
+			rs := startRedis(t)
+			nodes, _ := streamsNodes(t, rs, 2, nil)
+			a, b := nodes[0], nodes[1]
+			c := dial(t, a.url)
+			join(t, c, "room")
+			sender := dial(t, b.url)
+			publish(t, sender, "room", "m", 1)
+			ev := next(t, c)
+			if err := rs.restart(); err != nil {
+				t.Fatal(err)
+			}
+			waitServerCount(t, 2, a, b)
+			if more {
+				publish(t, sender, "other", "m", "after")
+			}
+			dropOn(t, a, c)
+			rc := redisClient(t, rs.url())
+			waitFor(t, "its session in the new redis", func() bool {
+				m, _ := storedSession(t, rc, c.PID)
+				return m != nil
+			})
+			back := dialAuth(t, b.url, map[string]string{"pid": c.PID, "offset": ev.Offset})
+			if back.Recovered {
+				t.Fatal("recovered across a lost stream")
+			}
+		})
 	}
 }

@@ -25,8 +25,14 @@ import (
 // namespace's handshake middleware run on recovery too (Node skips them by default), so recovery
 // never lets in a client that could not connect afresh.
 
-// restoreTimeout bounds the adapter's work to restore a session (Redis round trips).
+// restoreTimeout bounds the adapter's work to restore a session (Redis round trips), besides the
+// wait for an unreachable Redis (RecoveryOptions.OutageWait).
 const restoreTimeout = 5 * time.Second
+
+// maxOutageWait caps how long a recovery waits for an unreachable Redis. The wait holds the
+// connection's reader, so it is also kept under half the ping timeout: the client's pongs are read
+// in time.
+const maxOutageWait = 10 * time.Second
 
 // recoverableReasons are the disconnect reasons a client comes back from by itself (socket.io
 // lib/socket.ts RECOVERABLE_DISCONNECT_REASONS); a socket that leaves for another one (the client
@@ -53,6 +59,7 @@ func (n *Namespace) EnableRecovery(o adapter.RecoveryOptions) {
 	if o.KeepPackets <= 0 {
 		o.KeepPackets = o.MaxDisconnection + n.srv.pingInterval() + n.srv.pingTimeout()
 	}
+	o.OutageWait = min(maxOutageWait, n.srv.pingTimeout()/2)
 	n.recovery = &o
 	n.adapter.EnableRecovery(o)
 }
@@ -168,7 +175,7 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 	if old != nil {
 		old.takeOver()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), restoreTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), restoreTimeout+n.recovery.OutageWait)
 	defer cancel()
 	var (
 		c       *Conn

@@ -145,6 +145,7 @@ export function receiver(url, i, room, opts = {}) {
     disconnects: [], // {at, reason}
     attempts: [], // {at, n}: the client's reconnection attempts (after its backoff and jitter)
     got: new Map(), // "pub:seq" -> times received
+    gotAt: new Map(), // "pub:seq" -> when first received
     joinedAt: 0, // the last time it (re)joined its room with a new session
     errors: 0,
   };
@@ -175,7 +176,9 @@ export function receiver(url, i, room, opts = {}) {
   socket.on("connect_error", () => r.errors++);
   socket.on("m", (m) => {
     const key = `${m.p}:${m.s}`;
-    r.got.set(key, (r.got.get(key) ?? 0) + 1);
+    const n = r.got.get(key) ?? 0;
+    r.got.set(key, n + 1);
+    if (n === 0) r.gotAt.set(key, Date.now());
   });
   return r;
 }
