@@ -10,6 +10,7 @@
 //                  that `make test` runs
 
 import { readFileSync } from "node:fs";
+import { createClient } from "redis";
 import { io } from "socket.io-client";
 import { startServer, unique, waitFor } from "../node/harness.mjs";
 import { freePort, startRedis } from "../node/cluster/redis.mjs";
@@ -278,6 +279,41 @@ export function publisher(url, p, room, { reliable = false, intervalMs = 100, ad
     clearTimeout(timer);
   };
   return pub;
+}
+
+/**
+ * What Redis holds and did, for the cost of live sessions and committed publishes: the session
+ * keys and their memory, used memory, and the calls of the commands chorus sends.
+ */
+export async function redisStats(url) {
+  const c = createClient({ url });
+  c.on("error", () => {});
+  await c.connect();
+  try {
+    const keys = await c.keys("sio:session:*");
+    let sessionBytes = 0;
+    for (const k of keys.slice(0, 100)) sessionBytes += (await c.memoryUsage(k)) ?? 0;
+    const info = (await c.info("memory")) + (await c.info("commandstats"));
+    const num = (name) => Number(new RegExp(`^${name}:(\\d+)`, "m").exec(info)?.[1] ?? 0);
+    const calls = {};
+    for (const cmd of ["set", "pexpire", "del", "get", "eval", "xadd", "xread", "xrange", "publish", "multi", "pubsub"]) {
+      calls[cmd] = Number(new RegExp(`^cmdstat_${cmd}:calls=(\\d+)`, "m").exec(info)?.[1] ?? 0);
+    }
+    return {
+      sessions: keys.length,
+      bytesPerSession: keys.length ? Math.round(sessionBytes / Math.min(keys.length, 100)) : 0,
+      usedMemoryMB: Math.round(num("used_memory") / 1e5) / 10,
+      calls,
+    };
+  } finally {
+    await c.quit().catch(() => {});
+  }
+}
+
+/** Publish acks: how long they took (ms from the publish to its final ack), p50 / p99 / max. */
+export function ackLatency(publishers) {
+  const d = publishers.flatMap((p) => p.sent.filter((e) => e.ackAt).map((e) => e.ackAt - e.at));
+  return { p50: quantile(d, 0.5), p99: quantile(d, 0.99), max: d.length ? Math.max(...d) : NaN };
 }
 
 /** Waits until every socket is connected. */

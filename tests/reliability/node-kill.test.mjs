@@ -11,7 +11,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chorusOnly, waitFor } from "../node/harness.mjs";
-import { LONG, allConnected, clientAddress, closeAll, peakRate, publisher, quantile, receiver, rssSampler, size, startCluster } from "./chaos.mjs";
+import { LONG, ackLatency, allConnected, clientAddress, closeAll, peakRate, publisher, quantile, receiver, redisStats, rssSampler, size, startCluster } from "./chaos.mjs";
 
 const CLIENTS = size(200, 2000);
 const ROOMS = size(10, 20);
@@ -29,6 +29,7 @@ test(`a node killed with SIGKILL under load: ${CLIENTS} clients reconnect to the
     await cluster.close();
   });
   await cluster.redisUp();
+  const stats0 = await redisStats(cluster.redis.url);
 
   for (let i = 0; i < CLIENTS; i++) receivers.push(receiver(cluster.nginx.url, i, `room-${i % ROOMS}`));
   for (let k = 0; k < ROOMS; k++) publishers.push(publisher(cluster.nginx.url, k, `room-${k}`, { reliable: true, intervalMs: PUBLISH_MS, address: clientAddress(CLIENTS + k) }));
@@ -43,8 +44,12 @@ test(`a node killed with SIGKILL under load: ${CLIENTS} clients reconnect to the
   t.diagnostic(`${victims.length} receivers and ${victimPubs.length} publishers on the node to kill, ${receivers.length - victims.length} on the other`);
   assert.ok(victims.length >= CLIENTS / 5 && victims.length <= (CLIENTS * 4) / 5, `nginx put ${victims.length} of ${CLIENTS} on one node`);
 
+  const stats1 = await redisStats(cluster.redis.url);
+  const loadedAt = Date.now();
   for (const p of publishers) p.start();
   await new Promise((r) => setTimeout(r, size(3000, 10_000)));
+  const stats2 = await redisStats(cluster.redis.url);
+  const loadMs = Date.now() - loadedAt;
 
   const killedAt = Date.now();
   await cluster.kill(KILLED);
@@ -106,6 +111,12 @@ test(`a node killed with SIGKILL under load: ${CLIENTS} clients reconnect to the
   t.diagnostic(`first reconnection attempts: ${attempts.length} over ${tries100.span} ms, at most ${tries100.peak} in 100 ms; attempts that failed: ${failedAttempts}`);
   t.diagnostic(`reconnections: at most ${rate100.peak} in 100 ms, ${rate1s.peak} in 1 s (of ${reconnects.length} over ${rate1s.span} ms)`);
   t.diagnostic(`peak RSS MB: ${JSON.stringify(peaks)}${LONG ? " (long form)" : ""}`);
+  t.diagnostic(`publish acks (publish to final ack): ${JSON.stringify(ackLatency(publishers))} ms`);
+  const delta = (a, b) => Object.fromEntries(Object.keys(b.calls).map((k) => [k, b.calls[k] - a.calls[k]]).filter(([, v]) => v));
+  t.diagnostic(
+    `live sessions: ${stats1.sessions} keys of ${stats1.bytesPerSession} B in Redis (used memory ${stats0.usedMemoryMB} → ${stats1.usedMemoryMB} MB); ` +
+      `Redis calls to connect and join ${CLIENTS + ROOMS} clients: ${JSON.stringify(delta(stats0, stats1))}; during ${loadMs} ms of load: ${JSON.stringify(delta(stats1, stats2))}`,
+  );
 
   assert.equal(outcomes.failed ?? 0, 0, "publishes that never got an ack");
   assert.deepEqual(Object.keys(outcomes).filter((o) => o.startsWith("error")), [], "publishes refused");

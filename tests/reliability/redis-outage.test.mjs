@@ -23,7 +23,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chorusOnly, waitFor } from "../node/harness.mjs";
-import { LONG, allConnected, clientAddress, closeAll, publisher, quantile, receiver, rssSampler, size, startCluster } from "./chaos.mjs";
+import { LONG, ackLatency, allConnected, clientAddress, closeAll, publisher, quantile, receiver, rssSampler, size, startCluster } from "./chaos.mjs";
 
 const CLIENTS = size(200, 2000);
 const ROOMS = size(10, 20);
@@ -131,6 +131,8 @@ for (const mode of ["pubsub", "streams"]) {
     let delivered = 0;
     let lost = 0;
     let dup = 0;
+    const dupOf = {}; // duplicated deliveries by the message's outcome and the receiver's kind
+    const outcomeOf = new Map(publishers.flatMap((p) => p.sent.map((e) => [`${p.p}:${e.s}`, e.outcome])));
     const lostBy = [];
     for (const r of receivers) {
       const keys = acked.get(r.room);
@@ -138,9 +140,13 @@ for (const mode of ["pubsub", "streams"]) {
       const m = missing(r);
       lost += m.length;
       if (m.length) lostBy.push(`receiver ${r.i} on node ${r.node} (${droppers.has(r) ? "dropper" : "stayed"}): ${m.length}, e.g. ${m.slice(0, 3)}; sessions ${r.connects.map((c) => (c.recovered ? "R" : "N")).join("")}`);
-      for (const [, n] of r.got) {
+      for (const [key, n] of r.got) {
         delivered += n;
-        if (n > 1) dup += n - 1;
+        if (n > 1) {
+          dup += n - 1;
+          const k = `${outcomeOf.get(key)}, ${droppers.has(r) ? "dropper" : "stayed"}`;
+          dupOf[k] = (dupOf[k] ?? 0) + n - 1;
+        }
       }
     }
     // Local delivery during the outage: a message acked local reaches the receivers of its room on
@@ -180,11 +186,12 @@ for (const mode of ["pubsub", "streams"]) {
 
     t.diagnostic(`outage: Redis killed, noticed by every node after ${noticedAt - killedAt} ms, down ${returnedAt - killedAt} ms, every node up again ${upAt - returnedAt} ms after its restart`);
     t.diagnostic(`published ${sent}: ${JSON.stringify(outcomes)}; ${refusals} refusals (unavailable) re-sent`);
-    t.diagnostic(`acked deliveries: expected ${expected}, delivered ${delivered}, lost ${lost}, duplicated ${dup}`);
+    t.diagnostic(`acked deliveries: expected ${expected}, delivered ${delivered}, lost ${lost}, duplicated ${dup} ${JSON.stringify(dupOf)}`);
     t.diagnostic(`during the outage: ${local.length} publishes delivered locally, ${localDelivered} of ${localExpected} deliveries on the publisher's node; ${localElsewhere} reached the other node later`);
     t.diagnostic(`cross-node delivery resumed ${Math.min(...resumed)} ms after Redis was started again, for every publisher and receiver ${Math.max(...resumed)} ms after (median ${quantile(resumed, 0.5)} ms, ${resumed.length} pairs)`);
     t.diagnostic(`droppers: before the outage ${JSON.stringify(s.before)}, during and back after ${JSON.stringify(s.during)}, during and back at once ${JSON.stringify(s.duringBack)}`);
     t.diagnostic(`peak RSS MB: ${JSON.stringify(rss.peaks())}${LONG ? " (long form)" : ""}`);
+    t.diagnostic(`publish acks (publish to final ack): ${JSON.stringify(ackLatency(publishers))} ms`);
 
     assert.deepEqual(exits, cluster.nodes.map(() => null), "a chorus node exited");
     assert.deepEqual(panics, [], "panics logged");
@@ -194,7 +201,11 @@ for (const mode of ["pubsub", "streams"]) {
     const reliableOutcomes = publishers.filter((p) => p.reliable).flatMap((p) => p.sent.map((e) => e.outcome));
     assert.deepEqual([...new Set(reliableOutcomes)].filter((o) => o !== "ok" && o !== "duplicate"), [], "reliable publishes not acked in the end");
     assert.deepEqual(lostBy.slice(0, 10), [], `${lost} acked deliveries lost`);
-    assert.equal(dup, 0, "deliveries duplicated");
+    // Exactly once for what was acked {ok:true}. A message acked local may also be in the stream
+    // (Redis ran its XADD as it died, and the reply never came: docs/protocol.md): a receiver that
+    // got it live and then recovered from an earlier offset gets it a second time.
+    const dupAllowed = Object.entries(dupOf).filter(([k]) => k !== "local, dropper");
+    assert.deepEqual(dupAllowed, [], "deliveries duplicated");
     for (const [g, v] of Object.entries(s)) assert.equal(v.back, v.of, `droppers ${g}: not all back`);
     assert.equal(s.before.recovered, s.before.of, "droppers before the outage recovered");
     assert.equal(s.during.recovered, s.during.of, "droppers during the outage, back after it, recovered");

@@ -13,7 +13,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { chorusOnly, waitFor } from "../node/harness.mjs";
-import { LONG, allConnected, clientAddress, closeAll, peakRate, publisher, quantile, receiver, rssSampler, size, startCluster } from "./chaos.mjs";
+import { LONG, ackLatency, allConnected, clientAddress, closeAll, peakRate, publisher, quantile, receiver, rssSampler, size, startCluster } from "./chaos.mjs";
 
 const CLIENTS = size(200, 2000);
 const ROOMS = size(10, 20);
@@ -109,6 +109,7 @@ test(`a rolling restart under load: ${CLIENTS} clients, drain window ${DRAIN_MS}
   const notRecovered = clients.flatMap((c) => c.connects.slice(1).filter((x) => !x.recovered)).length;
   t.diagnostic(`published ${sent} (${JSON.stringify(outcomes)}); deliveries expected ${expected}, delivered ${delivered}, lost ${lost}, duplicated ${dup}; reconnections without recovery ${notRecovered}`);
   t.diagnostic(`peak RSS MB: ${JSON.stringify(rss.peaks())}${LONG ? " (long form)" : ""}`);
+  t.diagnostic(`publish acks (publish to final ack): ${JSON.stringify(ackLatency(publishers))} ms`);
 
   assert.deepEqual(Object.keys(outcomes).filter((o) => o !== "ok" && o !== "duplicate"), [], "failed acks");
   assert.equal(notRecovered, 0, "reconnections that did not recover the session");
