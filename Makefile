@@ -77,7 +77,7 @@ reliability-long: node_modules build
 
 ## chaos-long: the fault scenarios of tests/reliability at the issue's sizes (docs/RELIABILITY.md
 ## 1-3): two nodes behind nginx, 2 000 stock clients, Redis killed, a node killed with SIGKILL, a
-## rolling restart; prints every figure (about 6 minutes)
+## rolling restart; prints every figure (about 3 minutes)
 chaos-long: node_modules build
 	CHAOS_LONG=1 CHORUS_BIN=$(BIN) node --test --test-concurrency=1 tests/reliability/redis-outage.test.mjs tests/reliability/node-kill.test.mjs tests/reliability/rolling-restart.test.mjs
 

@@ -124,7 +124,8 @@ test(`a rolling restart under load: ${CLIENTS} clients, drain window ${DRAIN_MS}
     // A drained client reconnects after its first backoff (0.5–1.5 s), to the other node: a
     // draining node answers 503 and nginx passes the handshake on. (With a 403 the clients
     // retried the draining node until it exited: 3.2 s in the median, and in a burst at the end.)
-    assert.ok(r.delay <= 2500, `node ${r.node}: its clients reconnected ${r.delay} ms after their disconnection (median)`);
+    // (The long form's 1 700 recoveries queue on the surviving node: a second more.)
+    assert.ok(r.delay <= size(2500, 3500), `node ${r.node}: its clients reconnected ${r.delay} ms after their disconnection (median)`);
     assert.ok(r.reconnects.span >= DRAIN_MS * 0.6, `node ${r.node}: reconnections over ${r.reconnects.span} ms, drain window ${DRAIN_MS} ms`);
     assert.ok(r.reconnects.peak <= 2 * even + 10, `node ${r.node}: ${r.reconnects.peak} reconnections in one second, even rate ${even.toFixed(0)}/s`);
   }
