@@ -4,7 +4,7 @@ BIN     ?= ./chorus
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/chorus-rt/chorus/internal/app.Version=$(VERSION)
 
-.PHONY: run build deps test test-go test-e2e test-reliability test-browser check-fmt vet conformance bench load soak soak-long reliability-long cluster clean
+.PHONY: run build deps test test-go test-e2e test-reliability test-browser check-fmt vet conformance bench load soak soak-long reliability-long chaos-long cluster clean
 
 ## run: install the front-end packages if missing, build, and run chorus on :3000
 run: node_modules build
@@ -73,11 +73,18 @@ soak:
 	$(GO) run ./tests/soak $(SOAK_FLAGS)
 
 ## reliability-long: the long form of tests/reliability (docs/RELIABILITY.md): 50 000 churn cycles,
-## then the 30-minute soak (about 35 minutes)
+## the fault scenarios with 2 000 clients (chaos-long), then the 30-minute soak (about 45 minutes)
 reliability-long: node_modules build
 	$(GO) test -race -count=1 -timeout 20m -run TestChurn -v ./tests/reliability -args -churn-cycles=50000
 	CHORUS_BIN=$(BIN) npm run --silent test:reliability
+	$(MAKE) chaos-long
 	$(MAKE) soak-long
+
+## chaos-long: the fault scenarios of tests/reliability at the issue's sizes (docs/RELIABILITY.md
+## 1-3): two nodes behind nginx, 2 000 stock clients, Redis killed, a node killed with SIGKILL, a
+## rolling restart; prints every figure (about 3 minutes)
+chaos-long: node_modules build
+	CHAOS_LONG=1 CHORUS_BIN=$(BIN) node --test --test-concurrency=1 tests/reliability/redis-outage.test.mjs tests/reliability/node-kill.test.mjs tests/reliability/rolling-restart.test.mjs
 
 ## soak-long: 10 000 connections for 30 minutes, 1 % of them publishing once a second to the rooms of
 ## the others; fails on any disconnect, lost or reordered message, warning or error logged, or drift;

@@ -151,5 +151,41 @@ type Adapter interface {
 	Recovery
 }
 
+// Commit is the outcome of a broadcast handed to a Committer.
+type Commit int
+
+const (
+	// Committed: Redis took the broadcast (pub/sub: published; streams: added to the stream,
+	// with its offset): every node connected to Redis delivers it, and in streams mode a client
+	// that recovers its session later on any node gets it too.
+	Committed Commit = iota
+	// Duplicate: the claim's key was taken within the dedup window; nothing was broadcast.
+	Duplicate
+	// LocalOnly: Redis could not take it (unreachable, or the publish queue was full): the
+	// broadcast reached this node's sockets only. In pub/sub mode it stays queued and may reach
+	// the other nodes when Redis is back, late.
+	LocalOnly
+	// Unavailable: with a claim, Redis could not be reached: nothing was broadcast (in pub/sub
+	// mode the claim and broadcast may still go out, once, if it was queued when Redis failed).
+	Unavailable
+)
+
+func (c Commit) String() string {
+	return [...]string{"committed", "duplicate", "local only", "unavailable"}[c]
+}
+
+// Committer is implemented by adapters whose broadcasts reach the other nodes after Broadcast
+// returns (the Redis adapters): a publisher that acknowledges a message to its client waits for
+// the commit, so that an acknowledged message is never one a crash of this node could still lose.
+type Committer interface {
+	// BroadcastCommit broadcasts p like Broadcast and calls done exactly once, from any goroutine
+	// (possibly before it returns), with the outcome. With a claim (a published message's id),
+	// the key is claimed for the dedup window and the broadcast made in one Redis operation: the
+	// broadcast happens if and only if the claim is first (Committed, or Duplicate), so that no
+	// crash can leave a claim without its broadcast; with Redis unreachable nothing is broadcast
+	// (Unavailable). done must not block.
+	BroadcastCommit(p *protocol.Packet, opts BroadcastOptions, claim *DedupKey, done func(Commit))
+}
+
 // Factory creates the adapter of a namespace when the namespace is created.
 type Factory func(nsp Namespace) Adapter

@@ -112,6 +112,17 @@
 // <base64 of msgpack {sid, pid, rooms, data, from}> PX <max disconnection>; "from" is chorus's
 // (Session.From), Node ignores it. Restoring takes the key (MULTI GET DEL) and reads the stream
 // after the offset with XRANGE, keeping the namespace's BROADCASTs that reach the session's rooms.
+//
+// Live sessions (chorus only; streams_live.go): while a socket is connected its session is in
+// Redis too, under the same key, with one more field, "node": the uid of the node it is live on
+// (SET when it connects or recovers and when its rooms change, expiry max disconnection + 2
+// refresh intervals, pushed forward by PEXPIRE every refresh interval, a quarter of the window
+// and at most 30 s). When its connection drops, the released session (no "node") overwrites it;
+// when it leaves on purpose the key is deleted. So a client of a node that died without a word
+// (SIGKILL) recovers elsewhere. A chorus restore that finds a live session checks that its node
+// is alive (PUBSUB NUMSUB of its private channel) and if so asks it to let the socket go (type
+// 101) and waits up to 775 ms for the released session; a dead node's live session is restored
+// at once. Node's adapter restores a live session like any other.
 // chorus differs from Node, on its own side only: it also recovers a client that sends no
 // offset, or whose offset was trimmed while nothing it should have received was (From moves
 // forward at each heartbeat the client answers); it refuses a session some of whose packets were
@@ -129,25 +140,39 @@
 // a message is dropped and counted (RedisStatus.Dropped) — local delivery never waits for Redis.
 // After a failure go-redis re-dials and resubscribes; chorus retries with backoff from 50 ms to 1 s,
 // so cross-node delivery resumes within about a second of Redis answering again. Messages queued
-// during an outage are published when it ends; a pipeline that failed is not sent again (it may
-// have partly gone out, and a message must not be published twice). Messages from Redis that do
-// not decode are dropped and counted (RedisStatus.Malformed), never a crash.
+// during an outage are published when it ends (they reach only the nodes that have resubscribed
+// by then: in the reliability runs, none); a pipeline that failed is not sent again (it may have
+// partly gone out, and a message must not be published twice), except its session writes (SET,
+// DEL, PEXPIRE), which are. Messages from Redis that do not decode are dropped and counted
+// (RedisStatus.Malformed), never a crash.
+//
+// A publish (Committer, commit.go) is acknowledged to its client when the pipeline that carried
+// its PUBLISH or XADD has returned: Committed, or LocalOnly when Redis could not take it (the
+// client's ack then says local: true).
 //
 // In streams mode a broadcast reaches this node's sockets when the stream reader reaches its entry
 // (a round trip to Redis later, as in Node, which waits for XADD), so that the stream's order is
 // every socket's order. While Redis is unreachable, or when the queue is full, broadcasts are
 // delivered to this node's sockets at once, without an offset (not recoverable), as Node does when
-// its XADD fails; an entry the reader has not reached 5 s after its XADD is delivered anyway.
+// its XADD fails; an entry the reader has not reached 5 s after its XADD is delivered anyway. A
+// restore while Redis is unreachable waits for it (RecoveryOptions.OutageWait). A restore whose
+// offset the stream no longer holds because Redis lost the stream (a restart without
+// persistence: the stream ends before the offset, or the offset is gone from a stream never
+// trimmed) gives a new session rather than one with a gap.
 //
 // # Deduplication keys
 //
-// Besides pub/sub, chorus keeps one key per publish that carried an id (Deduper, dedup_redis.go),
-// so that a retry reaching any node is recognised (Node's adapters have no counterpart):
+// Besides pub/sub, chorus keeps one key per publish that carried an id, so that a retry reaching
+// any node is recognised (Node's adapters have no counterpart):
 //
-//	P#dedup#[N,R,ID]   SET … <uid of the claiming node> NX PX <CHORUS_DEDUP_WINDOW>
+//	P#dedup#[N,R,ID]   <uid of the claiming node>, PX <CHORUS_DEDUP_WINDOW>
 //
 // where [N,R,ID] is the JSON array of the namespace, the room and the client's id (unambiguous
-// whatever the strings hold), e.g. socket.io#dedup#["/","lobby","5f0c…"]. A claim that did not
-// lead to a broadcast is deleted only by the node that made it (a GET-and-DEL script). Redis
-// expires the keys at the end of the window.
+// whatever the strings hold), e.g. socket.io#dedup#["/","lobby","5f0c…"]. A publish with an id
+// is one EVAL (commit.go): if the key exists it is a duplicate; otherwise the script PUBLISHes
+// the broadcast (pub/sub) or XADDs its entry with one more field, claimed "1" (streams; Node
+// ignores it), and only then SETs the key, so that no claim ever exists without its broadcast.
+// A node whose reader meets its own claimed entry that it has not delivered (the script ran but
+// the reply was lost) delivers it then. Redis expires the keys at the end of the window. (The
+// Deduper of dedup_redis.go, a SET NX before the broadcast, is kept for other callers.)
 package adapter

@@ -45,6 +45,10 @@ type RecoveryOptions struct {
 	// MaxPackets caps the packets kept in memory; past it the oldest go first, and sessions that
 	// would need them start afresh. 0 means DefaultMaxPackets.
 	MaxPackets int
+	// OutageWait is how long a restore waits for a store it cannot reach (Redis, in streams mode)
+	// before it gives up and the client gets a new session; the namespace sets it (its caller's
+	// context must allow for it). 0: it does not wait.
+	OutageWait time.Duration
 }
 
 func (o RecoveryOptions) withDefaults() RecoveryOptions {
@@ -110,6 +114,20 @@ type Recovery interface {
 	// not call back into the adapter's broadcast. It returns ErrNoSession (wrapped with the reason)
 	// when the session cannot be recovered, and then does not call attach.
 	RestoreSession(ctx context.Context, pid, offset string, attach func(s Session, missed []*protocol.Packet)) error
+}
+
+// LiveSessions is implemented by adapters that keep a connected socket's session where other nodes
+// find it (the Redis Streams adapter, streams_live.go), so that its client recovers even when this
+// node dies without calling PersistSession (SIGKILL, a crash, a lost machine). The adapter keeps
+// such a session's rooms up to date through its own Join and Leave, and its expiry alive, until
+// PersistSession (the connection dropped) or DropSession (the socket left for good).
+type LiveSessions interface {
+	// OpenSession is called once a socket with recovery has connected or recovered, with its
+	// session as PersistSession would get it.
+	OpenSession(s Session)
+	// DropSession is called when the socket leaves without a session to keep (the client or the
+	// server disconnected it on purpose): nobody may recover it.
+	DropSession(sid, pid string)
 }
 
 // recoverable reports whether a broadcast of p with opts is stamped with an offset and kept.

@@ -70,6 +70,9 @@ type RedisOptions struct {
 	// StreamMaxLen is the approximate length the stream is trimmed to (XADD MAXLEN ~); 0 means
 	// DefaultStreamMaxLen.
 	StreamMaxLen int64
+	// DedupWindow is how long the id of a broadcast made with a claim (BroadcastCommit) is
+	// remembered; 0 means DefaultDedupWindow.
+	DedupWindow time.Duration
 	// Logger receives state changes (connected, unreachable, back) and malformed messages (debug);
 	// nil discards them.
 	Logger *slog.Logger
@@ -102,6 +105,10 @@ type Redis struct {
 
 	queue       chan outMsg
 	queuedBytes atomic.Int64
+
+	// commits waiting for their outcome (commit.go)
+	commitMu sync.Mutex
+	commits  map[*pendingCommit]struct{}
 
 	mu       sync.RWMutex
 	patterns map[string]*redisAdapter // broadcast pattern → adapter
@@ -139,16 +146,22 @@ type route struct {
 }
 
 // outMsg is one command of the publish queue: a PUBLISH of payload on channel, or in streams mode
-// an XADD to the stream or a SET of a session.
+// an XADD to the stream, a SET or DEL of a session, or PEXPIREs of live sessions (streams_live.go).
 type outMsg struct {
 	channel string
 	payload []byte
 	xadd    *xaddMsg
 	set     *setMsg
+	del     string
+	expire  *expireMsg
+	// a committed pub/sub broadcast (commit.go): its outcome, and its claim (the PUBLISH is then
+	// made by the claim script)
+	commit *pendingCommit
+	claim  *claimMsg
 }
 
 func (m *outMsg) size() int {
-	n := len(m.payload)
+	n := len(m.payload) + len(m.del)
 	if m.xadd != nil {
 		for _, v := range m.xadd.values {
 			n += len(v)
@@ -156,6 +169,11 @@ func (m *outMsg) size() int {
 	}
 	if m.set != nil {
 		n += len(m.set.key) + len(m.set.value)
+	}
+	if m.expire != nil {
+		for _, k := range m.expire.keys {
+			n += len(k)
+		}
 	}
 	return n
 }
@@ -187,6 +205,9 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = DefaultRequestTimeout
+	}
+	if o.DedupWindow <= 0 {
+		o.DedupWindow = DefaultDedupWindow
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -222,6 +243,7 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		queue:    make(chan outMsg, queueMessages),
 		patterns: make(map[string]*redisAdapter),
 		channels: make(map[string]route),
+		commits:  make(map[*pendingCommit]struct{}),
 		since:    time.Now(),
 	}
 	r.pubOK.Store(true)
@@ -389,17 +411,36 @@ func (r *Redis) drop() {
 func (r *Redis) publisher() {
 	defer r.wg.Done()
 	batch := make([]outMsg, 0, batchMessages)
+	var retry []outMsg // what a failed pipeline may send again, first
 	for {
-		batch = batch[:0]
+		batch = append(batch[:0], retry...)
+		retry = nil
 		select {
-		case m := <-r.queue:
-			batch = append(batch, m)
 		case <-r.done:
 			r.flush(batch)
 			return
+		default:
+		}
+		if len(batch) == 0 {
+			select {
+			case m := <-r.queue:
+				batch = append(batch, m)
+			case <-r.done:
+				r.flush(batch)
+				return
+			}
 		}
 		batch = r.fill(batch)
 		if !r.send(batch) {
+			// Session writes (SET, DEL, PEXPIRE) are sent again once Redis answers: the same
+			// write twice does no harm, and a session lost here could not be recovered.
+			// Broadcasts are not: one is never published twice.
+			for _, m := range batch {
+				if m.set != nil || m.del != "" || m.expire != nil {
+					retry = append(retry, m)
+					r.queuedBytes.Add(int64(m.size())) // queued again
+				}
+			}
 			r.awaitRedis()
 		}
 		clear(batch) // let the payloads go
@@ -436,9 +477,13 @@ func (r *Redis) send(batch []outMsg) bool {
 		size += m.size()
 	}
 	r.queuedBytes.Add(-int64(size))
-	var xadds []*redis.StringCmd
+	var (
+		xadds   []redis.Cmder // per message: XADD, or the claim script's EVAL
+		claims  []*redis.Cmd  // per message: the pub/sub claim script's EVAL
+		expires [][]*redis.BoolCmd
+	)
 	if r.streams != nil {
-		xadds = make([]*redis.StringCmd, len(batch))
+		xadds = make([]redis.Cmder, len(batch))
 		r.streams.beginInflight()
 		defer r.streams.endInflight()
 	}
@@ -447,10 +492,33 @@ func (r *Redis) send(batch []outMsg) bool {
 	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, m := range batch {
 			switch {
+			case m.xadd != nil && m.xadd.claim != "":
+				args := make([]any, 0, 3+len(m.xadd.values))
+				args = append(args, r.uid, r.windowMillis(), r.opts.StreamMaxLen)
+				for _, v := range m.xadd.values {
+					args = append(args, v)
+				}
+				xadds[i] = p.Eval(ctx, claimXAddScript, []string{m.xadd.claim, r.streams.name}, args...)
 			case m.xadd != nil:
 				xadds[i] = p.XAdd(ctx, &redis.XAddArgs{Stream: r.streams.name, MaxLen: r.opts.StreamMaxLen, Approx: true, Values: m.xadd.values})
 			case m.set != nil:
 				p.Set(ctx, m.set.key, m.set.value, m.set.ttl)
+			case m.del != "":
+				p.Del(ctx, m.del)
+			case m.expire != nil:
+				if expires == nil {
+					expires = make([][]*redis.BoolCmd, len(batch))
+				}
+				cmds := make([]*redis.BoolCmd, len(m.expire.keys))
+				for k, key := range m.expire.keys {
+					cmds[k] = p.PExpire(ctx, key, m.expire.ttl)
+				}
+				expires[i] = cmds
+			case m.claim != nil:
+				if claims == nil {
+					claims = make([]*redis.Cmd, len(batch))
+				}
+				claims[i] = p.Eval(ctx, claimPublishScript, []string{m.claim.key}, r.uid, r.windowMillis(), m.channel, m.payload)
 			default:
 				p.Publish(ctx, m.channel, m.payload)
 			}
@@ -458,7 +526,58 @@ func (r *Redis) send(batch []outMsg) bool {
 		return nil
 	})
 	if r.streams != nil {
-		r.streams.xaddDone(batch, xadds)
+		results := make([]xaddResult, len(batch))
+		for i, c := range xadds {
+			switch c := c.(type) {
+			case *redis.StringCmd:
+				results[i].id, results[i].err = c.Result()
+			case *redis.Cmd:
+				v, cerr := c.Result()
+				results[i].err = cerr
+				if id, ok := v.(string); ok {
+					results[i].id = id
+				} else if cerr == nil {
+					results[i].dup = true
+				}
+			}
+		}
+		r.xaddDone(batch, results)
+	}
+	for i, cmds := range expires {
+		var gone []string
+		for k, c := range cmds {
+			if ok, cerr := c.Result(); cerr == nil && !ok {
+				gone = append(gone, batch[i].expire.keys[k])
+			}
+		}
+		if len(gone) > 0 {
+			batch[i].expire.a.rewriteLive(gone)
+		}
+	}
+	// A command Redis answered with an error (e.g. WRONGTYPE) fails alone; only an error of the
+	// connection (timeout, refused, reset) fails the whole batch and the link.
+	var replyErr redis.Error
+	if errors.As(err, &replyErr) {
+		err = nil
+	}
+	for i, m := range batch {
+		switch {
+		case m.claim != nil:
+			n, cerr := claims[i].Int()
+			switch {
+			case cerr != nil:
+				r.fire(m.commit, Unavailable)
+			case n == 1:
+				m.claim.local()
+				r.fire(m.commit, Committed)
+			default:
+				r.fire(m.commit, Duplicate)
+			}
+		case m.commit != nil && err != nil:
+			r.fire(m.commit, LocalOnly)
+		case m.commit != nil:
+			r.fire(m.commit, Committed)
+		}
 	}
 	if err != nil {
 		r.dropped.Add(uint64(len(batch)))
@@ -483,6 +602,9 @@ func (r *Redis) awaitRedis() {
 		if r.streams != nil {
 			r.streams.deliverQueued(r)
 		}
+		// What still waits in the queue (pub/sub broadcasts, kept for when Redis is back) is
+		// answered now: LocalOnly, or Unavailable for a claim.
+		r.failOutstanding()
 		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 		err := r.client.Ping(ctx).Err()
 		cancel()
@@ -498,12 +620,13 @@ func (r *Redis) awaitRedis() {
 func (r *Redis) flush(batch []outMsg) {
 	deadline := time.Now().Add(flushTimeout)
 	for {
-		batch = r.fill(batch[:0])
+		batch = r.fill(batch)
 		if len(batch) == 0 {
 			return
 		}
 		if r.Status().Up && time.Now().Before(deadline) {
 			if r.send(batch) {
+				batch = batch[:0]
 				continue
 			}
 			batch = batch[:0] // send counted it
@@ -512,6 +635,7 @@ func (r *Redis) flush(batch []outMsg) {
 	}
 	for _, m := range batch {
 		r.queuedBytes.Add(-int64(m.size()))
+		r.dropMsg(m)
 	}
 	r.dropped.Add(uint64(len(batch)))
 	for {
@@ -519,10 +643,19 @@ func (r *Redis) flush(batch []outMsg) {
 		case m := <-r.queue:
 			r.queuedBytes.Add(-int64(m.size()))
 			r.dropped.Add(1)
+			r.dropMsg(m)
 		default:
 			return
 		}
 	}
+}
+
+// dropMsg answers the commit of a message that will not be sent (the adapter closes).
+func (r *Redis) dropMsg(m outMsg) {
+	if m.xadd != nil {
+		r.failed(m.xadd.commit)
+	}
+	r.failed(m.commit)
 }
 
 // subscriber receives every message of every namespace and hands it to its adapter, in order.

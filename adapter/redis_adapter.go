@@ -89,17 +89,26 @@ func (a *redisAdapter) Broadcast(p *protocol.Packet, opts BroadcastOptions) {
 	if opts.Local || a.detached || (len(opts.Rooms) == 1 && len(opts.Except) == 0 && a.has(opts.Rooms[0])) {
 		return
 	}
+	msg, ch, err := a.encode(p, opts)
+	if err != nil {
+		return
+	}
+	a.r.publish(ch, msg)
+}
+
+// encode returns the PUBLISH of a broadcast: its payload and its channel.
+func (a *redisAdapter) encode(p *protocol.Packet, opts BroadcastOptions) ([]byte, string, error) {
 	opts.Rooms, opts.Except = unique(opts.Rooms), unique(opts.Except)
 	msg, err := encodeBroadcast(a.r.uid, a.name, p, opts)
 	if err != nil {
 		a.r.log.Error("broadcast not published: it does not encode", "nsp", a.name, "err", err)
-		return
+		return nil, "", err
 	}
 	ch := a.channel
 	if len(opts.Rooms) == 1 {
 		ch += opts.Rooms[0] + "#"
 	}
-	a.r.publish(ch, msg)
+	return msg, ch, nil
 }
 
 // unique returns l without repeated names, in order (Node's rooms and except are Sets).

@@ -18,6 +18,9 @@ import (
 type redisServer struct {
 	port int
 	dir  string
+	// persist: every write appended to an AOF, fsynced before Redis answers, so that a restart
+	// finds it (startRedisPersistent)
+	persist bool
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -36,7 +39,20 @@ func startRedis(t testing.TB) *redisServer {
 	return s
 }
 
-func newRedisServer(dir string) (*redisServer, error) {
+// startRedisPersistent is startRedis with an fsynced AOF: a restart keeps every acknowledged write.
+func startRedisPersistent(t testing.TB) *redisServer {
+	t.Helper()
+	s, err := newRedisServerWith(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+func newRedisServer(dir string) (*redisServer, error) { return newRedisServerWith(dir, false) }
+
+func newRedisServerWith(dir string, persist bool) (*redisServer, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, fmt.Errorf("redis-server is not installed (Debian: apt-get install -y redis-server; .ci/run installs it): the Redis adapter is tested against a real server: %w", err)
 	}
@@ -46,7 +62,7 @@ func newRedisServer(dir string) (*redisServer, error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &redisServer{port: port, dir: dir}
+		s := &redisServer{port: port, dir: dir, persist: persist}
 		if lastErr = s.start(); lastErr == nil {
 			return s, nil
 		}
@@ -65,8 +81,12 @@ func freePort() (int, error) {
 
 // start runs redis-server on s.port and waits until it answers PING.
 func (s *redisServer) start() error {
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning")
+	aof := []string{"--appendonly", "no"}
+	if s.persist {
+		aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+	}
+	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", ""}, aof...)
+	cmd := exec.Command("redis-server", append(args, "--dir", s.dir, "--loglevel", "warning")...)
 	logf, err := os.Create(fmt.Sprintf("%s/redis-%d.log", s.dir, s.port))
 	if err != nil {
 		return err

@@ -49,6 +49,16 @@ type xaddMsg struct {
 	a      *streamsAdapter
 	p      *protocol.Packet
 	opts   BroadcastOptions
+	// a committed broadcast (commit.go): its outcome, and the dedup key claimed with it ("": none)
+	commit *pendingCommit
+	claim  string
+}
+
+// xaddResult is what Redis answered to an XADD (or to the claim script that replaces it).
+type xaddResult struct {
+	id  string
+	dup bool // the claim was not first: nothing was added
+	err error
 }
 
 // setMsg is a SET key value PX ttl (a session).
@@ -117,31 +127,60 @@ func (st *streamState) endInflight() {
 	st.pendCond.Broadcast()
 }
 
-// xaddDone hands the ids of a pipeline's broadcasts to the reader; a broadcast whose XADD failed
-// is delivered at once, without an offset.
-func (st *streamState) xaddDone(batch []outMsg, cmds []*redis.StringCmd) {
-	var failed []*xaddMsg
+// xaddDone hands the ids of a pipeline's broadcasts to the reader and reports their commits; a
+// broadcast whose XADD failed is delivered at once, without an offset (one made with a claim is
+// not delivered at all).
+func (r *Redis) xaddDone(batch []outMsg, results []xaddResult) {
+	st := r.streams
+	var (
+		failed []*xaddMsg
+		fires  []*pendingCommit
+		dups   []*pendingCommit
+		lost   []*pendingCommit
+	)
 	now := time.Now()
 	st.pendMu.Lock()
 	for i, m := range batch {
-		if m.xadd == nil || m.xadd.a == nil {
+		x := m.xadd
+		if x == nil || x.a == nil {
 			continue
 		}
-		idStr, err := cmds[i].Result()
-		id, ok := newStreamID(idStr)
-		if err != nil || !ok {
-			failed = append(failed, m.xadd)
+		res := results[i]
+		if res.dup {
+			dups = append(dups, x.commit)
 			continue
 		}
-		st.pending = append(st.pending, pendingBroadcast{id: id, ids: idStr, at: now, xadd: m.xadd})
+		id, ok := newStreamID(res.id)
+		if res.err != nil || !ok {
+			if x.claim != "" {
+				lost = append(lost, x.commit)
+			} else {
+				failed = append(failed, x)
+			}
+			continue
+		}
+		st.pending = append(st.pending, pendingBroadcast{id: id, ids: res.id, at: now, xadd: x})
+		fires = append(fires, x.commit)
 	}
 	st.pendMu.Unlock()
+	for _, pc := range fires {
+		r.fire(pc, Committed)
+	}
+	for _, pc := range dups {
+		r.fire(pc, Duplicate)
+	}
+	for _, pc := range lost {
+		r.fire(pc, Unavailable)
+	}
 	if len(failed) > 0 {
 		st.deliverMu.Lock()
 		for _, x := range failed {
 			x.a.deliver(x.p, x.opts, "")
 		}
 		st.deliverMu.Unlock()
+		for _, x := range failed {
+			r.fire(x.commit, LocalOnly)
+		}
 	}
 }
 
@@ -229,9 +268,14 @@ func (st *streamState) deliverQueued(r *Redis) {
 		}
 		r.queuedBytes.Add(-int64(m.size()))
 		r.dropped.Add(1)
+		if m.xadd.claim != "" {
+			r.fire(m.xadd.commit, Unavailable) // made with a claim: delivered nowhere
+			continue
+		}
 		st.deliverMu.Lock()
 		m.xadd.a.deliver(m.xadd.p, m.xadd.opts, "")
 		st.deliverMu.Unlock()
+		r.fire(m.xadd.commit, LocalOnly)
 	}
 }
 
@@ -275,7 +319,11 @@ func (r *Redis) streamReader() {
 			last = end.String()
 			r.startStream(end)
 		}
-		res, err := r.reader.XRead(r.ctx, &redis.XReadArgs{Streams: []string{st.name, last}, Count: streamReadCount, Block: streamBlock}).Result()
+		// go-redis waits for a blocking read's reply for the block time plus 10 s; a reply lost on
+		// the way (a network that swallows it) must not stall the reader for that long.
+		ctx, cancel := context.WithTimeout(r.ctx, streamBlock+commandTimeout)
+		res, err := r.reader.XRead(ctx, &redis.XReadArgs{Streams: []string{st.name, last}, Count: streamReadCount, Block: streamBlock}).Result()
+		cancel()
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
@@ -364,11 +412,16 @@ func (r *Redis) onStreamEntry(m redis.XMessage) {
 		}
 		st.head.Store(&m.ID)
 	}()
+	delivered := false
 	for _, pb := range st.takePending(id) {
 		pb.xadd.a.deliver(pb.xadd.p, pb.xadd.opts, pb.ids)
+		delivered = delivered || pb.id == id
 	}
-	if own {
-		return // this node's: delivered above, or already (its XADD seemed to fail) or applied when made
+	_, claimed := m.Values[claimField]
+	if own && (delivered || !claimed) {
+		// This node's: delivered above, or already (its XADD seemed to fail and it was delivered
+		// at once) or applied when made.
+		return
 	}
 	nsp, _ := m.Values["nsp"].(string)
 	a := st.adapter(nsp)
@@ -380,8 +433,19 @@ func (r *Redis) onStreamEntry(m redis.XMessage) {
 		r.malformedMessage(nsp, "stream entry", err)
 		return
 	}
+	if own {
+		// A broadcast of this node made with a claim whose script ran although the node did not
+		// hear so (the reply was lost: its publisher was told Unavailable, and nothing was
+		// delivered here): the local sockets get it now, as the other nodes do.
+		a.deliverEntry(cm, m.ID)
+		return
+	}
 	a.onMessage(cm, m.ID)
 }
+
+// claimField marks the stream entries of broadcasts made with a claim (BroadcastCommit): Node's
+// adapter ignores it.
+const claimField = "claimed"
 
 // streamsFactory creates a namespace's adapter in streams mode and subscribes to its channels.
 func (r *Redis) streamsFactory(nsp Namespace) Adapter {

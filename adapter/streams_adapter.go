@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,11 @@ type streamsAdapter struct {
 	detached bool // created after r closed: local only
 
 	rec atomic.Pointer[RecoveryOptions] // set by EnableRecovery
+
+	// live sessions (streams_live.go): the sessions of this node's connected sockets, by socket id
+	liveMu    sync.Mutex
+	live      map[string]*Session
+	liveTimer *time.Timer
 
 	mu      sync.Mutex
 	pending map[string]*streamRequest
@@ -55,6 +61,7 @@ func newStreamsAdapter(r *Redis, nsp Namespace) *streamsAdapter {
 }
 
 func (a *streamsAdapter) Close() error {
+	a.stopLive()
 	if !a.detached {
 		a.r.releaseStreams(a)
 	}
@@ -74,17 +81,25 @@ func (a *streamsAdapter) Broadcast(p *protocol.Packet, opts BroadcastOptions) {
 		a.deliver(p, opts, "")
 		return
 	}
+	x, err := a.xadd(p, opts)
+	if err != nil {
+		a.deliver(p, opts, "")
+		return
+	}
+	if !a.r.enqueue(outMsg{xadd: x}) {
+		a.deliver(p, opts, "") // the queue is full: this node's sockets at least
+	}
+}
+
+// xadd returns the stream entry of a broadcast.
+func (a *streamsAdapter) xadd(p *protocol.Packet, opts BroadcastOptions) (*xaddMsg, error) {
 	opts.Rooms, opts.Except = unique(opts.Rooms), unique(opts.Except)
 	data, err := encodeStreamBroadcast(a.name, p, opts)
 	if err != nil {
 		a.r.log.Error("broadcast not published: it does not encode", "nsp", a.name, "err", err)
-		a.deliver(p, opts, "")
-		return
+		return nil, err
 	}
-	x := &xaddMsg{values: streamValues(a.r.uid, a.name, msgBroadcast, data), a: a, p: p, opts: opts}
-	if !a.r.enqueue(outMsg{xadd: x}) {
-		a.deliver(p, opts, "") // the queue is full: this node's sockets at least
-	}
+	return &xaddMsg{values: streamValues(a.r.uid, a.name, msgBroadcast, data), a: a, p: p, opts: opts}, nil
 }
 
 // deliver sends p to the local sockets opts selects, stamped with offset when it is recoverable.
@@ -95,6 +110,20 @@ func (a *streamsAdapter) deliver(p *protocol.Packet, opts BroadcastOptions, offs
 		p = &q
 	}
 	a.nsp.Deliver(p, a.selectIDs(opts), opts.Volatile)
+}
+
+// deliverEntry delivers a BROADCAST entry of the stream to the local sockets, whoever made it.
+func (a *streamsAdapter) deliverEntry(m *clusterMessage, offset string) {
+	if m.Type != msgBroadcast || m.Nsp != a.name || m.Data.RequestID != nil {
+		return
+	}
+	p, o, err := m.broadcastPacket()
+	if err != nil {
+		a.r.malformedMessage(a.name, "broadcast", err)
+		return
+	}
+	p.Nsp = a.name
+	a.deliver(p, o, offset)
 }
 
 // onPubSub handles a message of the namespace's public or private channel.
@@ -518,6 +547,10 @@ func (a *streamsAdapter) PersistSession(s Session) {
 		a.r.log.Warn("session not kept: it does not encode", "nsp", a.name, "sid", s.SID, "err", err)
 		return
 	}
+	// Under liveMu, so that no refresh of the live session comes after the released one.
+	a.liveMu.Lock()
+	defer a.liveMu.Unlock()
+	a.forgetLiveLocked(s.SID)
 	if !a.r.enqueue(outMsg{set: &setMsg{key: sessionKeyPrefix + s.PID, value: base64.StdEncoding.EncodeToString(b), ttl: o.MaxDisconnection}}) {
 		a.r.log.Warn("session not kept: the redis queue is full", "nsp", a.name, "sid", s.SID)
 	}
@@ -532,6 +565,16 @@ func (a *streamsAdapter) RestoreSession(ctx context.Context, pid, offset string,
 		return errNoSession("recovery is off")
 	}
 	st := a.r.streams
+	// While Redis is unreachable the session and what the client missed are out of reach: the
+	// client waits (its CONNECT is answered late) rather than lose them, up to OutageWait.
+	if err := a.r.awaitUp(ctx, a.rec.Load().OutageWait); err != nil {
+		return fmt.Errorf("restore session: %w", err)
+	}
+	// A session live on another node (its socket connected there, as far as Redis knows) is
+	// released by that node first, unless that node is dead.
+	if err := a.awaitReleased(ctx, pid); err != nil {
+		return fmt.Errorf("restore session: %w", err)
+	}
 	raw, err := a.takeSession(ctx, pid)
 	if err == nil && raw == "" {
 		// Not kept (yet): the node the client was on may not have noticed that its connection
@@ -555,21 +598,37 @@ func (a *streamsAdapter) RestoreSession(ctx context.Context, pid, offset string,
 	if raw == "" {
 		return errNoSession("unknown or expired session")
 	}
-	s, err := decodeSession(raw)
+	stored, err := decodeSession(raw)
 	if err != nil {
 		return errNoSession("session does not decode: " + err.Error())
 	}
+	s := stored.Session
 	info, err := a.r.client.XInfoStream(ctx, st.name).Result()
-	if err != nil {
+	switch {
+	case err != nil && strings.Contains(err.Error(), "no such key"):
+		// No stream: nothing was ever added, or Redis lost it (restarted without its data).
+		info, err = &redis.XInfoStream{LastGeneratedID: "0-0"}, nil
+	case err != nil:
 		return fmt.Errorf("restore session: %w", err)
 	}
 	end, _ := newStreamID(info.LastGeneratedID)
 	from, ok := newStreamID(s.From)
-	if c, cok := newStreamID(offset); cok && !end.less(c) && (!ok || from.less(c)) {
-		from, ok = c, true // a valid offset the client received, later than the session's From
+	c, cok := newStreamID(offset)
+	if cok && end.less(c) {
+		// The stream ends before an entry the client received: Redis lost it (a restart
+		// without persistence), and with it whatever came after that entry.
+		return errNoSession("the stream was lost: it ends before the client's offset")
+	}
+	if cok && (!ok || from.less(c)) {
+		from, ok = c, true // an offset the client received, later than the session's From
 	}
 	if !ok {
 		return errNoSession("neither the session nor the client has an offset")
+	}
+	if end.less(from) {
+		// The stream ends before what the client or its session has seen: Redis lost it (a
+		// restart without persistence), and what came after the client's offset with it.
+		return errNoSession("the stream was lost: it ends before the session's offset")
 	}
 	if !a.kept(ctx, info, from) {
 		return errNoSession("packets it missed are no longer in the stream")
@@ -632,9 +691,12 @@ func (a *streamsAdapter) kept(ctx context.Context, info *redis.XInfoStream, from
 		return false // entries were added after from, and none is left
 	case !from.next().less(first):
 		return true
-	case info.EntriesAdded > 0 && info.EntriesAdded == info.Length:
-		return true // nothing trimmed
+	case from == streamID{} && info.EntriesAdded > 0 && info.EntriesAdded == info.Length:
+		return true // the session began before any entry, and nothing was trimmed since
 	}
+	// Otherwise from itself must still be there: an entry the client or its session has seen
+	// that is gone was trimmed, or the stream is not the one it was (Redis lost it and it was
+	// made anew: only the entries after the loss are in it).
 	n, err := a.r.client.XRange(ctx, a.r.streams.name, from.String(), from.String()).Result()
 	return err == nil && len(n) == 1
 }
@@ -707,9 +769,17 @@ func (a *streamsAdapter) takeSession(ctx context.Context, pid string) (string, e
 
 // encodeSession writes a session as Node's persistSession does (msgpack {sid, pid, rooms, data}),
 // plus chorus's "from".
-func encodeSession(s Session) ([]byte, error) {
+func encodeSession(s Session) ([]byte, error) { return encodeSessionFields(s, "") }
+
+// encodeSessionFields writes a session, and with node != "" the field "node" that makes it live
+// on that node (streams_live.go).
+func encodeSessionFields(s Session, node string) ([]byte, error) {
 	e := newMsgEncoder()
-	e.mapLen(5)
+	if node != "" {
+		e.mapLen(6)
+	} else {
+		e.mapLen(5)
+	}
 	e.str("sid")
 	e.str(s.SID)
 	e.str("pid")
@@ -724,19 +794,29 @@ func encodeSession(s Session) ([]byte, error) {
 	e.value(Value{JSON: data})
 	e.str("from")
 	e.str(s.From)
+	if node != "" {
+		e.str("node")
+		e.str(node)
+	}
 	b, err := e.bytes()
 	return append([]byte(nil), b...), err
 }
 
+// storedSession is a session as Redis holds it: node is the node it is live on, "" once released.
+type storedSession struct {
+	Session
+	node string
+}
+
 // decodeSession reads a session written by Node or chorus (base64 of msgpack).
-func decodeSession(raw string) (Session, error) {
+func decodeSession(raw string) (storedSession, error) {
 	b, err := base64.StdEncoding.DecodeString(raw)
 	if err != nil {
-		return Session{}, err
+		return storedSession{}, err
 	}
 	js, _, err := msgpackToJSON(b)
 	if err != nil {
-		return Session{}, err
+		return storedSession{}, err
 	}
 	var v struct {
 		SID   string          `json:"sid"`
@@ -744,15 +824,16 @@ func decodeSession(raw string) (Session, error) {
 		Rooms []string        `json:"rooms"`
 		Data  json.RawMessage `json:"data"`
 		From  string          `json:"from"`
+		Node  string          `json:"node"`
 	}
 	if err := json.Unmarshal(js, &v); err != nil {
-		return Session{}, err
+		return storedSession{}, err
 	}
 	if v.SID == "" || v.PID == "" {
-		return Session{}, errors.New("no sid or pid")
+		return storedSession{}, errors.New("no sid or pid")
 	}
 	if len(v.Data) == 0 || string(v.Data) == "null" {
 		v.Data = json.RawMessage("{}")
 	}
-	return Session{SID: v.SID, PID: v.PID, Rooms: v.Rooms, Data: v.Data, From: v.From}, nil
+	return storedSession{Session{SID: v.SID, PID: v.PID, Rooms: v.Rooms, Data: v.Data, From: v.From}, v.Node}, nil
 }

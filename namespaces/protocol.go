@@ -40,10 +40,12 @@ type OK struct {
 var ok = OK{OK: true}
 
 // Published is the ack of a publish: Duplicate when its id was seen within the window, and the
-// message was therefore not broadcast again.
+// message was therefore not broadcast again; Local when the cluster's Redis could not take it, and
+// it reached this node's members only.
 type Published struct {
 	OK        bool `json:"ok"`
 	Duplicate bool `json:"duplicate,omitempty"`
+	Local     bool `json:"local,omitempty"`
 }
 
 type publishReq struct {
@@ -145,6 +147,31 @@ func Register(n *sio.Namespace, policy rooms.Policy, dedup adapter.Deduper, log 
 		if !policy.PublishAllowed(req.Room, grantOf(c)) {
 			return Published{}, sio.Errorf(CodeForbidden, "publishing to %q is not allowed in %s", req.Room, n.Name())
 		}
+		// The sender's own-id room in Except keeps the message from echoing back to it.
+		opts := adapter.BroadcastOptions{Rooms: []string{req.Room}, Except: []string{c.ID()}}
+		if n.Committing() {
+			// In a cluster the ack waits until Redis has the message (the claim of its id, if
+			// any, made in the same operation): an acknowledged message survives this node.
+			var claim *adapter.DedupKey
+			if req.id != "" {
+				claim = &adapter.DedupKey{Namespace: n.Name(), Room: req.Room, ID: req.id}
+			}
+			res, err := n.EmitCommit(ctx, c, opts, claim, *req.Event, req.Data)
+			if err != nil {
+				return Published{}, err
+			}
+			switch res {
+			case adapter.Duplicate:
+				return Published{OK: true, Duplicate: true}, nil
+			case adapter.LocalOnly:
+				log.Debug("publish reached this node only: redis is unreachable", "sid", c.ID(), "nsp", n.Name(), "room", req.Room)
+				return Published{OK: true, Local: true}, nil
+			case adapter.Unavailable:
+				log.Debug("publish refused: its id could not be checked", "sid", c.ID(), "nsp", n.Name(), "room", req.Room)
+				return Published{}, sio.Errorf(CodeUnavailable, "the message id cannot be checked now; nothing was published, try again with the same id")
+			}
+			return Published{OK: true}, nil
+		}
 		if req.id != "" && dedup != nil {
 			// The claim comes first, so that a retry arriving while this attempt is still being
 			// handled (on another socket or node) is a duplicate, never a second broadcast.
@@ -168,8 +195,6 @@ func Register(n *sio.Namespace, policy rooms.Policy, dedup adapter.Deduper, log 
 				}
 			}()
 		}
-		// The sender's own-id room in Except keeps the message from echoing back to it.
-		opts := adapter.BroadcastOptions{Rooms: []string{req.Room}, Except: []string{c.ID()}}
 		if err := n.Emit(opts, *req.Event, req.Data); err != nil {
 			return Published{}, err
 		}

@@ -190,19 +190,19 @@ func build(cfg config.Config, log *slog.Logger) node {
 		var err error
 		cluster, err = adapter.NewRedis(adapter.RedisOptions{
 			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, RequestTimeout: cfg.RedisRequestTimeout, Logger: log,
-			Streams: cfg.RedisMode == "streams", StreamMaxLen: int64(cfg.RedisStreamMaxLen),
+			Streams: cfg.RedisMode == "streams", StreamMaxLen: int64(cfg.RedisStreamMaxLen), DedupWindow: cfg.DedupWindow,
 		})
 		if err != nil { // Run validates the configuration first, so only an unvalidated one gets here
 			log.Error("redis adapter disabled: this node serves its own clients only", "err", err)
 		}
 	}
 	var factory adapter.Factory
-	// Publishes with an id are deduplicated in Redis when the node is in a cluster (a retry may
-	// reach another node), in memory otherwise.
+	// Publishes with an id are deduplicated in memory on a single node; in a cluster the Redis
+	// adapter claims the id in Redis with the broadcast itself (adapter.Committer), so that a
+	// retry reaching another node is recognised.
 	var dedup adapter.Deduper = adapter.NewMemoryDedup(adapter.MemoryDedupOptions{Window: cfg.DedupWindow, MaxIDs: cfg.DedupMaxIDs, Logger: log})
 	if cluster != nil {
 		factory = cluster.Factory
-		dedup = cluster.Deduper(cfg.DedupWindow)
 	}
 	clientIP, err := middleware.NewClientIP(cfg.TrustedProxies)
 	if err != nil { // validated in Run

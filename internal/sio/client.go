@@ -242,6 +242,7 @@ func (cl *client) connect(p *protocol.Packet) {
 	for _, f := range n.onConnect {
 		f(c)
 	}
+	c.openSession()
 }
 
 // refuse tells the client its connect to nsp is refused with e, and logs and counts the refusal

@@ -73,6 +73,8 @@ type Conn struct {
 	// inline: a handler is running on the connection's reader. If it waits for a client ack, the
 	// reader is handed over (see EmitWithAck) so that the ack can be read.
 	inline atomic.Bool
+	// acking: the event whose handler is running asked for an ack (AckRequested).
+	acking atomic.Bool
 
 	// guard, if set (Guard), is asked on the reader before each incoming event is queued.
 	guard func(event string) error
@@ -435,8 +437,13 @@ func (c *Conn) run(h handlerFunc, q queued) (resp any, err error) {
 			resp, err = nil, &Error{Code: CodeInternal, Message: "internal error"}
 		}
 	}()
+	c.acking.Store(q.ack)
 	return h(context.Background(), c, q.msg)
 }
+
+// AckRequested reports, from a handler of the socket, whether the event it handles asked for an
+// ack: without one, nobody hears the handler's answer.
+func (c *Conn) AckRequested() bool { return c.acking.Load() }
 
 // onClose finishes a socket that has left its namespace: session (with recovery), rooms, pending
 // acks, hooks, log. It runs once; later calls return at once.
@@ -451,6 +458,8 @@ func (c *Conn) onClose(reason string) {
 	persisted := c.pid != "" && !c.kicked && recoverableReason(reason)
 	if persisted {
 		c.persistLocked()
+	} else if c.pid != "" {
+		c.dropSessionLocked()
 	}
 	mon := c.nsp.srv.monitor
 	var rooms []string

@@ -145,6 +145,57 @@ func (n *Namespace) Emit(opts adapter.BroadcastOptions, event string, args ...an
 	return nil
 }
 
+// EmitCommit broadcasts event with args like Emit and returns once the adapter has committed it
+// (adapter.Committer: the Redis adapters, whose broadcasts reach the other nodes after Emit
+// returns), with the outcome; claim, if not nil, is claimed with the broadcast (effectively-once
+// publish). With an adapter that is not a Committer it is Emit, and the outcome adapter.Committed
+// (claim must then be nil: the caller deduplicates). Called from a handler of socket c, it hands
+// c's connection reader over while it waits, as EmitWithAck does, so that the connection's other
+// traffic (heartbeats, other namespaces) goes on; c's later events wait, in order. When c's event
+// asked for no ack and there is no claim, it does not wait.
+func (n *Namespace) EmitCommit(ctx context.Context, c *Conn, opts adapter.BroadcastOptions, claim *adapter.DedupKey, event string, args ...any) (adapter.Commit, error) {
+	p, err := eventPacket(n.name, event, args)
+	if err != nil {
+		return 0, err
+	}
+	cm, ok := n.adapter.(adapter.Committer)
+	if !ok {
+		if claim != nil {
+			return 0, errors.New("sio: EmitCommit with a claim on an adapter that does not commit")
+		}
+		n.adapter.Broadcast(p, opts)
+		return adapter.Committed, nil
+	}
+	if claim == nil && c != nil && !c.AckRequested() {
+		// Nobody would hear the outcome: the socket's next events need not wait for it.
+		cm.BroadcastCommit(p, opts, nil, func(adapter.Commit) {})
+		return adapter.Committed, nil
+	}
+	ch := make(chan adapter.Commit, 1)
+	cm.BroadcastCommit(p, opts, claim, func(res adapter.Commit) { ch <- res })
+	select {
+	case res := <-ch:
+		return res, nil
+	default:
+	}
+	if c != nil && c.inline.CompareAndSwap(true, false) {
+		c.client.conn.ReleaseReader()
+	}
+	select {
+	case res := <-ch:
+		return res, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// Committing reports whether the namespace's adapter commits broadcasts (EmitCommit waits for
+// Redis) and therefore takes claims itself.
+func (n *Namespace) Committing() bool {
+	_, ok := n.adapter.(adapter.Committer)
+	return ok
+}
+
 // Deliver implements adapter.Namespace: p is encoded once, queued on every recipient, and their
 // writes are scheduled together.
 func (n *Namespace) Deliver(p *protocol.Packet, ids []string, volatile bool) {

@@ -25,8 +25,14 @@ import (
 // namespace's handshake middleware run on recovery too (Node skips them by default), so recovery
 // never lets in a client that could not connect afresh.
 
-// restoreTimeout bounds the adapter's work to restore a session (Redis round trips).
+// restoreTimeout bounds the adapter's work to restore a session (Redis round trips), besides the
+// wait for an unreachable Redis (RecoveryOptions.OutageWait).
 const restoreTimeout = 5 * time.Second
+
+// maxOutageWait caps how long a recovery waits for an unreachable Redis. The wait holds the
+// connection's reader, so it is also kept under half the ping timeout: the client's pongs are read
+// in time.
+const maxOutageWait = 10 * time.Second
 
 // recoverableReasons are the disconnect reasons a client comes back from by itself (socket.io
 // lib/socket.ts RECOVERABLE_DISCONNECT_REASONS); a socket that leaves for another one (the client
@@ -53,6 +59,7 @@ func (n *Namespace) EnableRecovery(o adapter.RecoveryOptions) {
 	if o.KeepPackets <= 0 {
 		o.KeepPackets = o.MaxDisconnection + n.srv.pingInterval() + n.srv.pingTimeout()
 	}
+	o.OutageWait = min(maxOutageWait, n.srv.pingTimeout()/2)
 	n.recovery = &o
 	if n.adapter != nil { // a dynamic namespace's adapter is created later, with recovery on (Server.register)
 		n.adapter.EnableRecovery(o)
@@ -80,15 +87,42 @@ func (s *Server) pingTimeout() time.Duration {
 // dropped (socket.recovered in Node): same id, rooms and data, missed packets replayed.
 func (c *Conn) Recovered() bool { return c.recovered }
 
-// persistLocked hands the socket's session to the adapter; c.mu is held.
-func (c *Conn) persistLocked() {
+// sessionLocked returns the socket's session as it stands; c.mu is held.
+func (c *Conn) sessionLocked() adapter.Session {
 	data := json.RawMessage("{}")
 	if c.data != nil {
 		if b, err := json.Marshal(c.data); err == nil {
 			data = b
 		}
 	}
-	c.nsp.adapter.PersistSession(adapter.Session{SID: c.id, PID: c.pid, Rooms: c.nsp.adapter.Rooms(c.id), Data: data, From: c.from})
+	return adapter.Session{SID: c.id, PID: c.pid, Rooms: c.nsp.adapter.Rooms(c.id), Data: data, From: c.from}
+}
+
+// persistLocked hands the socket's session to the adapter; c.mu is held.
+func (c *Conn) persistLocked() { c.nsp.adapter.PersistSession(c.sessionLocked()) }
+
+// openSession tells an adapter that keeps live sessions (adapter.LiveSessions) that the socket is
+// connected, once it is in its rooms.
+func (c *Conn) openSession() {
+	ls, ok := c.nsp.adapter.(adapter.LiveSessions)
+	if !ok || c.pid == "" {
+		return
+	}
+	// Under c.mu, as onClose's PersistSession or DropSession: whichever comes first, the session
+	// ends up as the socket's state says.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.connected {
+		ls.OpenSession(c.sessionLocked())
+	}
+}
+
+// dropSessionLocked tells an adapter that keeps live sessions that the socket left for good; c.mu
+// is held.
+func (c *Conn) dropSessionLocked() {
+	if ls, ok := c.nsp.adapter.(adapter.LiveSessions); ok && c.pid != "" {
+		ls.DropSession(c.id, c.pid)
+	}
 }
 
 // takeOver ends a socket of this node whose client has come back on another connection before
@@ -143,7 +177,7 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 	if old != nil {
 		old.takeOver()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), restoreTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), restoreTimeout+n.recovery.OutageWait)
 	defer cancel()
 	var (
 		c       *Conn
@@ -219,6 +253,7 @@ func (cl *client) recover(n *Namespace, h *Handshake, pid, offset string) bool {
 	for _, f := range n.onConnect {
 		f(c)
 	}
+	c.openSession()
 	return true
 }
 

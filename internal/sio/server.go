@@ -113,6 +113,13 @@ func (drainingError) Error() string { return "server is shutting down" }
 // Reason is the refusal's reason in logs and metrics (engine.Options.AllowRequest).
 func (drainingError) Reason() string { return "draining" }
 
+// HTTPStatus is 503: the node is going away, another may serve the client. A load balancer that
+// passes a 503 on to the next node (nginx: proxy_next_upstream http_503) moves the reconnections
+// of the clients a drain closes to the other nodes at once, spread as the drain closes them;
+// with a 403 they retried this node, with their backoff, until it exited, and then came all at
+// once.
+func (drainingError) HTTPStatus() int { return http.StatusServiceUnavailable }
+
 var errDraining error = drainingError{}
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.engine.ServeHTTP(w, r) }

@@ -44,6 +44,9 @@ describe("drain on SIGTERM", () => {
     for (const transport of ["websocket", "polling"]) {
       await connectRefused(server.url, { ...TRANSPORTS[transport] }, { timeoutMs: 1_500 });
     }
+    // 503, so that a load balancer sends the handshake to another node (README: proxy_next_upstream).
+    const handshake = await httpRequest(`${server.url}/socket.io/?EIO=4&transport=polling`);
+    assert.equal(handshake.status, 503, `a handshake while draining: ${handshake.status} ${handshake.text}`);
     assert.equal(server.proc.exitCode, null, "the refusals came from the draining server, not from a closed port");
     assert.ok(
       disconnects.length < CLIENTS,

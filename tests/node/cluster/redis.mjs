@@ -41,10 +41,13 @@ function ping(port) {
 }
 
 /**
- * Starts redis-server; resolves with {port, url, stop(), restart()}. stop() kills it (SIGKILL, as a
- * crash would) and waits for the process to exit; restart() starts it again on the same port.
+ * Starts redis-server; resolves with {port, url, pid, stop(), restart()}. stop() kills it (SIGKILL,
+ * as a crash would) and waits for the process to exit; restart() starts it again on the same port
+ * (and the same directory). With persist, every write is appended to an AOF and fsynced before
+ * Redis answers (appendfsync always), so a restart after SIGKILL finds every acknowledged write;
+ * without it (the default) a restart starts empty.
  */
-export async function startRedis() {
+export async function startRedis({ persist = false } = {}) {
   if (spawnSync("redis-server", ["--version"]).error) {
     throw new Error("redis-server is not installed (Debian: apt-get install -y redis-server; .ci/run installs it): the cluster tests need a real Redis");
   }
@@ -54,7 +57,8 @@ export async function startRedis() {
   let port;
 
   const launch = async () => {
-    proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning"], {
+    const durability = persist ? ["--appendonly", "yes", "--appendfsync", "always"] : ["--appendonly", "no"];
+    proc = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", ...durability, "--dir", dir, "--loglevel", "warning"], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let output = "";
@@ -95,6 +99,10 @@ export async function startRedis() {
   const server = {
     port,
     url: `redis://127.0.0.1:${port}`,
+    /** The running redis-server's pid (a new one after restart). */
+    get pid() {
+      return proc.pid;
+    },
     stop,
     async restart() {
       await stop();
