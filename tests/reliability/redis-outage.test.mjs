@@ -12,7 +12,8 @@
 // - cross-node delivery resumes within 5 s of Redis returning (measured);
 // - every message acked {ok:true} (or duplicate) reaches every receiver of its room exactly once,
 //   the receivers that dropped and recovered included; the reliable publishers' messages are
-//   all acked in the end, none lost;
+//   all acked in the end, none lost. In pub/sub mode, except on the other node for a message
+//   Redis took while that node was still subscribing again (counted and printed);
 // - streams mode (Redis with an fsynced AOF, as docs/RELIABILITY.md says to run it): every
 //   receiver that dropped recovers its session, whether it came back during the outage (its
 //   recovery waits for Redis) or after.
@@ -123,7 +124,16 @@ for (const mode of ["pubsub", "streams"]) {
       }
       acked.set(p.room, keys);
     }
-    const missing = (r) => acked.get(r.room).filter((k) => !r.got.has(k));
+    // Pub/sub mode has no log to catch up from: a message Redis took while another node was
+    // still subscribing again after the restart reaches only the nodes already subscribed, with
+    // Node's adapter as with chorus (docs/protocol.md). Such messages (sent before every node was
+    // up again, acked after Redis returned) are counted apart and not required on the other node.
+    const resubscribing = new Set(mode !== "pubsub" ? [] : publishers.flatMap((p) =>
+      p.sent.filter((e) => e.at <= upAt && (e.ackAt ?? Infinity) >= returnedAt).map((e) => `${p.p}:${e.s}`)));
+    const publisherNode = new Map(publishers.map((p) => [String(p.p), p.node]));
+    const excused = (r, k) => resubscribing.has(k) && publisherNode.get(k.split(":")[0]) !== r.node;
+    let lostResubscribing = 0;
+    const missing = (r) => acked.get(r.room).filter((k) => !r.got.has(k) && !excused(r, k));
     await waitFor(() => receivers.every((r) => missing(r).length === 0), { timeout: size(20_000, 60_000), interval: 200 }).catch(() => {});
 
     // Deliveries of the acked messages, exactly once each.
@@ -137,6 +147,7 @@ for (const mode of ["pubsub", "streams"]) {
     for (const r of receivers) {
       const keys = acked.get(r.room);
       expected += keys.length;
+      lostResubscribing += keys.filter((k) => !r.got.has(k) && excused(r, k)).length;
       const m = missing(r);
       lost += m.length;
       if (m.length) lostBy.push(`receiver ${r.i} on node ${r.node} (${droppers.has(r) ? "dropper" : "stayed"}): ${m.length}, e.g. ${m.slice(0, 3)}; sessions ${r.connects.map((c) => (c.recovered ? "R" : "N")).join("")}`);
@@ -187,6 +198,7 @@ for (const mode of ["pubsub", "streams"]) {
     t.diagnostic(`outage: Redis killed, noticed by every node after ${noticedAt - killedAt} ms, down ${returnedAt - killedAt} ms, every node up again ${upAt - returnedAt} ms after its restart`);
     t.diagnostic(`published ${sent}: ${JSON.stringify(outcomes)}; ${refusals} refusals (unavailable) re-sent`);
     t.diagnostic(`acked deliveries: expected ${expected}, delivered ${delivered}, lost ${lost}, duplicated ${dup} ${JSON.stringify(dupOf)}`);
+    if (mode === "pubsub") t.diagnostic(`acked while a node was subscribing again: ${resubscribing.size} messages, ${lostResubscribing} deliveries to the other node missed (pub/sub promises none there)`);
     t.diagnostic(`during the outage: ${local.length} publishes delivered locally, ${localDelivered} of ${localExpected} deliveries on the publisher's node; ${localElsewhere} reached the other node later`);
     t.diagnostic(`cross-node delivery resumed ${Math.min(...resumed)} ms after Redis was started again, for every publisher and receiver ${Math.max(...resumed)} ms after (median ${quantile(resumed, 0.5)} ms, ${resumed.length} pairs)`);
     t.diagnostic(`droppers: before the outage ${JSON.stringify(s.before)}, during and back after ${JSON.stringify(s.during)}, during and back at once ${JSON.stringify(s.duringBack)}`);
