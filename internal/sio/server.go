@@ -314,30 +314,29 @@ func (s *Server) Sessions() int { return s.engine.Len() }
 // that arrive from other nodes of a cluster are not counted. Safe to call from any goroutine.
 func (s *Server) Emitted() uint64 { return s.emitted.Load() }
 
-// Drain refuses new sessions, then closes the open ones in batches spread evenly over window, so that
-// their clients reconnect elsewhere without a storm; it returns when every session is closed or ctx
-// is done, and then closes whatever is left at once.
+// drainStep is how often Drain closes a batch: small enough that the batches' clients, with the
+// client's reconnection jitter, make an even stream. 20 batches per window made the second
+// node of a 2 000-client rolling restart see 390 reconnections a second against an even 182.
+const drainStep = 20 * time.Millisecond
+
+// Drain refuses new sessions, then closes the open ones in small batches spread evenly over window
+// (one every drainStep), so that their clients reconnect elsewhere without a storm; it returns
+// when every session is closed or ctx is done, and then closes whatever is left at once.
 func (s *Server) Drain(ctx context.Context, window time.Duration) {
 	s.draining.Store(true)
 	conns := s.engine.Conns()
-	const batches = 20
-	per := (len(conns) + batches - 1) / batches
-	if per == 0 {
-		per = 1
-	}
-	n := (len(conns) + per - 1) / per
-	tick := time.Duration(0)
-	if n > 1 {
-		tick = window / time.Duration(n)
-	}
+	per, tick := drainPlan(len(conns), window)
 	s.log.Info("draining", "sessions", len(conns), "window", window)
-	for i := 0; i < len(conns); i += per {
-		if i > 0 && tick > 0 {
+	begin := time.Now()
+	for i, k := 0, 0; i < len(conns); i, k = i+per, k+1 {
+		// Batch k is due at begin + k·tick, not tick after the previous one: closing takes time,
+		// which would otherwise push the last batches past the window.
+		if wait := time.Until(begin.Add(time.Duration(k) * tick)); wait > 0 {
 			select {
 			case <-ctx.Done():
 				s.engine.Close()
 				return
-			case <-time.After(tick):
+			case <-time.After(wait):
 			}
 		}
 		for _, c := range conns[i:min(i+per, len(conns))] {
@@ -345,6 +344,17 @@ func (s *Server) Drain(ctx context.Context, window time.Duration) {
 		}
 	}
 	s.engine.Close()
+}
+
+// drainPlan splits n sessions into batches of per, one every tick, so that the batches cover
+// window and come at most every drainStep.
+func drainPlan(n int, window time.Duration) (per int, tick time.Duration) {
+	batches := max(int(window/drainStep), 1)
+	per = max((n+batches-1)/batches, 1)
+	if b := (n + per - 1) / per; b > 1 {
+		tick = window / time.Duration(b)
+	}
+	return per, tick
 }
 
 // Draining reports whether Drain has started.
