@@ -85,11 +85,11 @@ func FuzzAdapterInput(f *testing.F) {
 			undecodable = err != nil
 			if err == nil && m.RequestID != nil {
 				// A request of this node waits for it.
-				pr := &pendingRequest{notify: make(chan struct{}, 1)}
+				var acks *ackCollector
 				if ackRequest {
-					pr.acks = newAckCollector(2)
+					acks = newAckCollector(2)
 				}
-				a.pending[*m.RequestID] = pr
+				a.pending.put(*m.RequestID, acks)
 			}
 			a.onResponse(payload)
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,16 +27,7 @@ type redisAdapter struct {
 
 	detached bool // created after r closed: local only
 
-	mu      sync.Mutex
-	pending map[string]*pendingRequest
-}
-
-// pendingRequest is a request of this node waiting for the other nodes' responses.
-type pendingRequest struct {
-	mu        sync.Mutex
-	responses []*wireMessage
-	notify    chan struct{} // capacity 1: a response arrived
-	acks      *ackCollector // broadcast with ack: responses go here instead
+	pending requests[*wireMessage]
 }
 
 func newRedisAdapter(r *Redis, nsp Namespace) *redisAdapter {
@@ -50,7 +40,6 @@ func newRedisAdapter(r *Redis, nsp Namespace) *redisAdapter {
 		channel:         p + "#" + name + "#",
 		requestChannel:  p + "-request#" + name + "#",
 		responseChannel: p + "-response#" + name + "#",
-		pending:         make(map[string]*pendingRequest),
 	}
 	a.pattern = globEscape(a.channel) + "*"
 	a.specificResponseChannel = a.responseChannel + r.uid + "#"
@@ -312,9 +301,7 @@ func (a *redisAdapter) onResponse(payload []byte) {
 	if m.RequestID == nil {
 		return
 	}
-	a.mu.Lock()
-	pr := a.pending[*m.RequestID]
-	a.mu.Unlock()
+	pr := a.pending.get(*m.RequestID)
 	if pr == nil {
 		return // another node's request, or one that has ended
 	}
@@ -332,52 +319,7 @@ func (a *redisAdapter) onResponse(payload []byte) {
 		}
 		return
 	}
-	pr.mu.Lock()
-	pr.responses = append(pr.responses, m)
-	pr.mu.Unlock()
-	select {
-	case pr.notify <- struct{}{}:
-	default:
-	}
-}
-
-// begin registers a request of this node under a new id.
-func (a *redisAdapter) begin(acks *ackCollector) (string, *pendingRequest) {
-	id := randomID()
-	pr := &pendingRequest{notify: make(chan struct{}, 1), acks: acks}
-	a.mu.Lock()
-	a.pending[id] = pr
-	a.mu.Unlock()
-	return id, pr
-}
-
-func (a *redisAdapter) end(id string) {
-	a.mu.Lock()
-	delete(a.pending, id)
-	a.mu.Unlock()
-}
-
-// collect waits for want responses to pr, calling add for each, until ctx is done.
-func (pr *pendingRequest) collect(ctx context.Context, want int, add func(*wireMessage)) error {
-	got := 0
-	for got < want {
-		select {
-		case <-pr.notify:
-		case <-ctx.Done():
-			return timeoutError(ctx)
-		}
-		pr.mu.Lock()
-		batch := pr.responses
-		pr.responses = nil
-		pr.mu.Unlock()
-		for _, m := range batch {
-			if got < want {
-				add(m)
-				got++
-			}
-		}
-	}
-	return nil
+	pr.add(m)
 }
 
 // requestContext bounds ctx by the request timeout.
@@ -425,8 +367,8 @@ func (a *redisAdapter) FetchSockets(ctx context.Context, opts BroadcastOptions) 
 	if err != nil || others <= 0 {
 		return local, err
 	}
-	id, pr := a.begin(nil)
-	defer a.end(id)
+	id, pr := a.pending.begin(nil)
+	defer a.pending.end(id)
 	req, _ := json.Marshal(jsonRequest{UID: a.r.uid, RequestID: id, Type: reqRemoteFetch, Opts: newJSONOpts(opts)})
 	if err := a.publishRequest(req); err != nil {
 		return local, err
@@ -496,8 +438,8 @@ func (a *redisAdapter) ServerSideEmitWithAck(ctx context.Context, event string, 
 	if err != nil || others <= 0 {
 		return replies, err
 	}
-	id, pr := a.begin(nil)
-	defer a.end(id)
+	id, pr := a.pending.begin(nil)
+	defer a.pending.end(id)
 	b, err := json.Marshal(jsonRequest{UID: a.r.uid, RequestID: id, Type: reqServerSideEmit, Data: sseData(event, args)})
 	if err != nil {
 		return replies, err
@@ -530,8 +472,8 @@ func (a *redisAdapter) BroadcastWithAck(ctx context.Context, p *protocol.Packet,
 		defer cancel()
 	}
 	col := newAckCollector(1)
-	id, _ := a.begin(col)
-	defer a.end(id)
+	id, _ := a.pending.begin(col)
+	defer a.pending.end(id)
 	timeoutMs := float64(a.r.opts.RequestTimeout.Milliseconds())
 	if dl, ok := ctx.Deadline(); ok {
 		timeoutMs = float64(time.Until(dl).Milliseconds())

@@ -35,16 +35,7 @@ type streamsAdapter struct {
 	live      map[string]*Session
 	liveTimer *time.Timer
 
-	mu      sync.Mutex
-	pending map[string]*streamRequest
-}
-
-// streamRequest is a request of this node waiting for the other nodes' responses.
-type streamRequest struct {
-	mu        sync.Mutex
-	responses []*clusterMessage
-	notify    chan struct{}
-	acks      *ackCollector // broadcast with ack
+	pending requests[*clusterMessage]
 }
 
 func newStreamsAdapter(r *Redis, nsp Namespace) *streamsAdapter {
@@ -56,7 +47,6 @@ func newStreamsAdapter(r *Redis, nsp Namespace) *streamsAdapter {
 		name:           name,
 		publicChannel:  p + "#" + name + "#",
 		privateChannel: p + "#" + name + "#" + r.uid + "#",
-		pending:        make(map[string]*streamRequest),
 	}
 }
 
@@ -277,9 +267,7 @@ func (a *streamsAdapter) onResponse(m *clusterMessage) {
 	if m.Data.RequestID == nil {
 		return
 	}
-	a.mu.Lock()
-	sr := a.pending[*m.Data.RequestID]
-	a.mu.Unlock()
+	sr := a.pending.get(*m.Data.RequestID)
 	if sr == nil {
 		return
 	}
@@ -296,51 +284,7 @@ func (a *streamsAdapter) onResponse(m *clusterMessage) {
 		}
 		return
 	}
-	sr.mu.Lock()
-	sr.responses = append(sr.responses, m)
-	sr.mu.Unlock()
-	select {
-	case sr.notify <- struct{}{}:
-	default:
-	}
-}
-
-func (a *streamsAdapter) begin(acks *ackCollector) (string, *streamRequest) {
-	id := randomID()
-	sr := &streamRequest{notify: make(chan struct{}, 1), acks: acks}
-	a.mu.Lock()
-	a.pending[id] = sr
-	a.mu.Unlock()
-	return id, sr
-}
-
-func (a *streamsAdapter) end(id string) {
-	a.mu.Lock()
-	delete(a.pending, id)
-	a.mu.Unlock()
-}
-
-// collect waits for want responses, calling add for each, until ctx is done.
-func (sr *streamRequest) collect(ctx context.Context, want int, add func(*clusterMessage)) error {
-	got := 0
-	for got < want {
-		select {
-		case <-sr.notify:
-		case <-ctx.Done():
-			return timeoutError(ctx)
-		}
-		sr.mu.Lock()
-		batch := sr.responses
-		sr.responses = nil
-		sr.mu.Unlock()
-		for _, m := range batch {
-			if got < want {
-				add(m)
-				got++
-			}
-		}
-	}
-	return nil
+	sr.add(m)
 }
 
 // publishRequest publishes a request on the public channel (msgpack).
@@ -392,8 +336,8 @@ func (a *streamsAdapter) FetchSockets(ctx context.Context, opts BroadcastOptions
 	if err != nil || n <= 1 {
 		return local, err
 	}
-	id, sr := a.begin(nil)
-	defer a.end(id)
+	id, sr := a.pending.begin(nil)
+	defer a.pending.end(id)
 	err = a.publishRequest(msgFetchSockets, 2, func(e *msgEncoder) {
 		e.str("opts")
 		e.opts(opts, 0)
@@ -452,8 +396,8 @@ func (a *streamsAdapter) ServerSideEmitWithAck(ctx context.Context, event string
 	if err != nil || n <= 1 {
 		return replies, err
 	}
-	id, sr := a.begin(nil)
-	defer a.end(id)
+	id, sr := a.pending.begin(nil)
+	defer a.pending.end(id)
 	err = a.publishRequest(msgServerSideEmit, 2, func(e *msgEncoder) {
 		e.str("requestId")
 		e.str(id)
@@ -482,8 +426,8 @@ func (a *streamsAdapter) BroadcastWithAck(ctx context.Context, p *protocol.Packe
 	ctx, cancel := context.WithTimeout(ctx, a.r.opts.RequestTimeout)
 	defer cancel()
 	col := newAckCollector(1)
-	id, _ := a.begin(col)
-	defer a.end(id)
+	id, _ := a.pending.begin(col)
+	defer a.pending.end(id)
 	timeoutMs := float64(a.r.opts.RequestTimeout.Milliseconds())
 	if dl, ok := ctx.Deadline(); ok {
 		timeoutMs = float64(time.Until(dl).Milliseconds())

@@ -93,7 +93,7 @@ func FuzzStreamsPubSub(f *testing.F) {
 		r, a, _ := offlineStreams()
 		_, err := decodeClusterMessage(payload)
 		if m, err := decodeClusterMessage(payload); err == nil && m.Data.RequestID != nil {
-			a.pending[*m.Data.RequestID] = &streamRequest{notify: make(chan struct{}, 1), acks: newAckCollector(2)}
+			a.pending.put(*m.Data.RequestID, newAckCollector(2))
 		}
 		a.onPubSub(payload)
 		if err != nil && r.malformed.Load() != 1 {
