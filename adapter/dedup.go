@@ -33,12 +33,13 @@ func (k DedupKey) String() string {
 
 // Deduper remembers, for a window, the messages clients published with an id, so that a retry of
 // one (the client's ack was lost, or it timed out) is recognised and not broadcast again
-// (docs/protocol.md, "Effectively-once publish"). MemoryDedup serves one node; the Redis
-// implementation (Redis.Deduper) serves every node of a cluster.
+// (docs/protocol.md, "Effectively-once publish"). MemoryDedup serves one node; in a cluster the
+// Redis adapter claims an id in the same script as its broadcast (commit.go), so that no claim
+// exists without its broadcast.
 //
 // The publish handler calls Claim once per publish that carries an id, on the publishing socket's
 // goroutine, before it broadcasts: handlers of one socket run one at a time, but many sockets (on
-// many nodes, for the Redis implementation) claim at once, and the first attempt of a message may
+// many nodes, in a cluster) claim at once, and the first attempt of a message may
 // still be in its handler when a retry arrives on another socket or node. The claim is the commit
 // point: whoever claims a key first broadcasts the message; every later claim within the window
 // is a duplicate.

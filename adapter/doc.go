@@ -173,6 +173,5 @@
 // the broadcast (pub/sub) or XADDs its entry with one more field, claimed "1" (streams; Node
 // ignores it), and only then SETs the key, so that no claim ever exists without its broadcast.
 // A node whose reader meets its own claimed entry that it has not delivered (the script ran but
-// the reply was lost) delivers it then. Redis expires the keys at the end of the window. (The
-// Deduper of dedup_redis.go, a SET NX before the broadcast, is kept for other callers.)
+// the reply was lost) delivers it then. Redis expires the keys at the end of the window.
 package adapter

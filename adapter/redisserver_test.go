@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // redisServer is a redis-server this test process started on a free 127.0.0.1 port, with no
@@ -169,4 +171,16 @@ func (s *redisServer) restart() error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return err
+}
+
+// redisClient is a go-redis client of the server at url, closed when the test ends.
+func redisClient(t *testing.T, url string) *redis.Client {
+	t.Helper()
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(o)
+	t.Cleanup(func() { c.Close() })
+	return c
 }
