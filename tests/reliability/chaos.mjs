@@ -311,6 +311,33 @@ export async function redisStats(url) {
 }
 
 /** Publish acks: how long they took (ms from the publish to its final ack), p50 / p99 / max. */
+/**
+ * What the publishes became: per room, the keys (`p:s`) of the messages acked ok or duplicate;
+ * how many were sent; counts by outcome; the refusals re-sent; and the publishes acked local.
+ * `missing(r)` lists the acked keys receiver r has not got.
+ */
+export function tally(publishers) {
+  const acked = new Map(); // room -> keys
+  const outcomes = {};
+  const local = []; // {p, key, at}
+  let sent = 0;
+  let refusals = 0;
+  for (const p of publishers) {
+    const keys = acked.get(p.room) ?? [];
+    for (const e of p.sent) {
+      sent++;
+      refusals += e.refusals ?? 0;
+      outcomes[e.outcome] = (outcomes[e.outcome] ?? 0) + 1;
+      const key = `${p.p}:${e.s}`;
+      if (e.outcome === "ok" || e.outcome === "duplicate") keys.push(key);
+      if (e.outcome === "local") local.push({ p, key, at: e.at });
+    }
+    acked.set(p.room, keys);
+  }
+  const missing = (r) => (acked.get(r.room) ?? []).filter((k) => !r.got.has(k));
+  return { acked, sent, outcomes, refusals, local, missing };
+}
+
 export function ackLatency(publishers) {
   const d = publishers.flatMap((p) => p.sent.filter((e) => e.ackAt).map((e) => e.ackAt - e.at));
   return { p50: quantile(d, 0.5), p99: quantile(d, 0.99), max: d.length ? Math.max(...d) : NaN };

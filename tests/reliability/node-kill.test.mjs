@@ -11,7 +11,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chorusOnly, waitFor } from "../node/harness.mjs";
-import { LONG, ackLatency, allConnected, clientAddress, closeAll, peakRate, publisher, quantile, receiver, redisStats, rssSampler, size, startCluster } from "./chaos.mjs";
+import { LONG, ackLatency, tally, allConnected, clientAddress, closeAll, peakRate, publisher, quantile, receiver, redisStats, rssSampler, size, startCluster } from "./chaos.mjs";
 
 const CLIENTS = size(200, 2000);
 const ROOMS = size(10, 20);
@@ -65,19 +65,7 @@ test(`a node killed with SIGKILL under load: ${CLIENTS} clients reconnect to the
   await Promise.all(publishers.map((p) => p.stop()));
 
   // Every message acknowledged to its room's receivers, exactly once.
-  const acked = new Map(); // room -> keys
-  let sent = 0;
-  const outcomes = {};
-  for (const p of publishers) {
-    const keys = [];
-    for (const e of p.sent) {
-      sent++;
-      outcomes[e.outcome] = (outcomes[e.outcome] ?? 0) + 1;
-      if (e.outcome === "ok" || e.outcome === "duplicate") keys.push(`${p.p}:${e.s}`);
-    }
-    acked.set(p.room, keys);
-  }
-  const missing = (r) => acked.get(r.room).filter((k) => !r.got.has(k));
+  const { acked, sent, outcomes, missing } = tally(publishers);
   await waitFor(() => receivers.every((r) => missing(r).length === 0), { timeout: size(20_000, 60_000), interval: 200, message: "every acknowledged message delivered" }).catch(() => {});
 
   let lost = 0;

@@ -24,7 +24,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chorusOnly, waitFor } from "../node/harness.mjs";
-import { LONG, ackLatency, allConnected, clientAddress, closeAll, publisher, quantile, receiver, rssSampler, size, startCluster } from "./chaos.mjs";
+import { LONG, ackLatency, tally, allConnected, clientAddress, closeAll, publisher, quantile, receiver, rssSampler, size, startCluster } from "./chaos.mjs";
 
 const CLIENTS = size(200, 2000);
 const ROOMS = size(10, 20);
@@ -107,23 +107,7 @@ for (const mode of ["pubsub", "streams"]) {
     await Promise.all(publishers.map((p) => p.stop()));
 
     // What each publish became.
-    const outcomes = {};
-    let sent = 0;
-    let refusals = 0;
-    const acked = new Map(); // room -> keys acked ok or duplicate
-    const local = []; // {p, key, at}
-    for (const p of publishers) {
-      const keys = [];
-      for (const e of p.sent) {
-        sent++;
-        refusals += e.refusals;
-        outcomes[e.outcome] = (outcomes[e.outcome] ?? 0) + 1;
-        const key = `${p.p}:${e.s}`;
-        if (e.outcome === "ok" || e.outcome === "duplicate") keys.push(key);
-        if (e.outcome === "local") local.push({ p, key, at: e.at });
-      }
-      acked.set(p.room, keys);
-    }
+    const { acked, sent, outcomes, refusals, local } = tally(publishers);
     // Pub/sub mode has no log to catch up from: a message Redis took while another node was
     // still subscribing again after the restart reaches only the nodes already subscribed, with
     // Node's adapter as with chorus (docs/protocol.md). Such messages (sent before every node was
@@ -133,7 +117,7 @@ for (const mode of ["pubsub", "streams"]) {
     const publisherNode = new Map(publishers.map((p) => [String(p.p), p.node]));
     const excused = (r, k) => resubscribing.has(k) && publisherNode.get(k.split(":")[0]) !== r.node;
     let lostResubscribing = 0;
-    const missing = (r) => acked.get(r.room).filter((k) => !r.got.has(k) && !excused(r, k));
+    const missing = (r) => (acked.get(r.room) ?? []).filter((k) => !r.got.has(k) && !excused(r, k));
     await waitFor(() => receivers.every((r) => missing(r).length === 0), { timeout: size(20_000, 60_000), interval: 200 }).catch(() => {});
 
     // Deliveries of the acked messages, exactly once each.

@@ -13,7 +13,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { chorusOnly, waitFor } from "../node/harness.mjs";
-import { LONG, ackLatency, allConnected, clientAddress, closeAll, peakRate, publisher, quantile, receiver, rssSampler, size, startCluster } from "./chaos.mjs";
+import { LONG, ackLatency, tally, allConnected, clientAddress, closeAll, peakRate, publisher, quantile, receiver, rssSampler, size, startCluster } from "./chaos.mjs";
 
 const CLIENTS = size(200, 2000);
 const ROOMS = size(10, 20);
@@ -80,19 +80,7 @@ test(`a rolling restart under load: ${CLIENTS} clients, drain window ${DRAIN_MS}
   await Promise.all(publishers.map((p) => p.stop()));
 
   // Every acknowledged message reaches every receiver of its room exactly once.
-  const acked = new Map();
-  let sent = 0;
-  const outcomes = {};
-  for (const p of publishers) {
-    const keys = [];
-    for (const e of p.sent) {
-      sent++;
-      outcomes[e.outcome] = (outcomes[e.outcome] ?? 0) + 1;
-      if (e.outcome === "ok" || e.outcome === "duplicate") keys.push(`${p.p}:${e.s}`);
-    }
-    acked.set(p.room, keys);
-  }
-  const missing = (r) => acked.get(r.room).filter((k) => !r.got.has(k));
+  const { acked, sent, outcomes, missing } = tally(publishers);
   await waitFor(() => receivers.every((r) => missing(r).length === 0), { timeout: size(20_000, 60_000), interval: 200 }).catch(() => {});
   let lost = 0;
   let dup = 0;
