@@ -362,12 +362,32 @@ func (r *Redis) Status() RedisStatus {
 // Nodes returns the number of nodes in the cluster, this one included: the subscribers of the root
 // namespace's request channel (PUBSUB NUMSUB), as ServerCount counts them.
 func (r *Redis) Nodes(ctx context.Context) (int, error) {
-	ch := r.opts.Prefix + "-request#/#"
-	counts, err := r.client.PubSubNumSub(ctx, ch).Result()
+	return r.subscribers(ctx, r.opts.Prefix+"-request#/#")
+}
+
+// subscribers counts the subscribers of a channel (PUBSUB NUMSUB): one per node for the channels
+// every node of a namespace subscribes to.
+func (r *Redis) subscribers(ctx context.Context, channel string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
+	counts, err := r.client.PubSubNumSub(ctx, channel).Result()
 	if err != nil {
 		return 0, err
 	}
-	return int(counts[ch]), nil
+	return int(counts[channel]), nil
+}
+
+// serverCount is a namespace adapter's ServerCount: the subscribers of channel, at least this
+// node; 1 for a detached adapter.
+func (r *Redis) serverCount(ctx context.Context, detached bool, channel string) (int, error) {
+	if detached {
+		return 1, nil
+	}
+	n, err := r.subscribers(ctx, channel)
+	if err != nil {
+		return 1, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return max(n, 1), nil
 }
 
 // publish queues a message; it never blocks. It reports false when the message was dropped.

@@ -338,16 +338,7 @@ func (a *redisAdapter) publishRequest(payload []byte) error {
 // ServerCount counts the subscribers of the namespace's request channel (PUBSUB NUMSUB), as Node
 // does: one per node, this one included.
 func (a *redisAdapter) ServerCount(ctx context.Context) (int, error) {
-	if a.detached {
-		return 1, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
-	defer cancel()
-	counts, err := a.r.client.PubSubNumSub(ctx, a.requestChannel).Result()
-	if err != nil {
-		return 1, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	return max(int(counts[a.requestChannel]), 1), nil
+	return a.r.serverCount(ctx, a.detached, a.requestChannel)
 }
 
 // remoteCount returns how many other nodes should answer a request (ServerCount - 1).

@@ -313,16 +313,7 @@ func (a *streamsAdapter) addOp(typ int, opts BroadcastOptions, rooms []string, c
 // ServerCount counts the subscribers of the namespace's public channel (PUBSUB NUMSUB), as Node
 // does: one per node, this one included.
 func (a *streamsAdapter) ServerCount(ctx context.Context) (int, error) {
-	if a.detached {
-		return 1, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
-	defer cancel()
-	counts, err := a.r.client.PubSubNumSub(ctx, a.publicChannel).Result()
-	if err != nil {
-		return 1, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	return max(int(counts[a.publicChannel]), 1), nil
+	return a.r.serverCount(ctx, a.detached, a.publicChannel)
 }
 
 func (a *streamsAdapter) FetchSockets(ctx context.Context, opts BroadcastOptions) ([]SocketInfo, error) {
