@@ -175,14 +175,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 
 func dial(t *testing.T, url string) *siotest.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := siotest.Dial(ctx, url, "/", nil)
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return siotest.Connect(t, url, "/", nil)
 }
 
 // request emits event with arg and checks that the ack is {ok:true}.
@@ -872,14 +865,7 @@ func gone(t *testing.T, c *siotest.Client) {
 // dialNsp connects c to namespace nsp of url.
 func dialNsp(t *testing.T, url, nsp string) *siotest.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := siotest.Dial(ctx, url, nsp, nil)
-	if err != nil {
-		t.Fatalf("dial %s%s: %v", url, nsp, err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return siotest.Connect(t, url, nsp, nil)
 }
 
 // TestClusterNamespaces: each namespace has its own channels; a dynamic namespace joins the cluster

@@ -39,14 +39,7 @@ func streamsNodes(t *testing.T, rs *redisServer, n int, edit func(*config.Config
 // dialAuth connects to n's "/" with auth (the stock client's {pid, offset} to recover).
 func dialAuth(t *testing.T, url string, auth any) *siotest.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := siotest.Dial(ctx, url, "/", auth)
-	if err != nil {
-		t.Fatalf("dial %s: %v", url, err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return siotest.Connect(t, url, "/", auth)
 }
 
 // dropOn closes c's connection and waits until n has noticed (its session is then being kept).

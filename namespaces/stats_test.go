@@ -47,14 +47,7 @@ func serve(t *testing.T) (*sio.Server, string) {
 
 func dial(t *testing.T, url, nsp string) *siotest.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := siotest.Dial(ctx, url, nsp, nil)
-	if err != nil {
-		t.Fatalf("dial %s: %v", nsp, err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return siotest.Connect(t, url, nsp, nil)
 }
 
 // request sends event with arg and returns the error code of the ack, "" for {ok:true}.

@@ -40,14 +40,7 @@ func start(t *testing.T, o Options) (*sio.Server, *Admin, string) {
 
 func dial(t *testing.T, url, nsp string, auth any) *siotest.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := siotest.Dial(ctx, url, nsp, auth)
-	if err != nil {
-		t.Fatalf("dial %s: %v", nsp, err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return siotest.Connect(t, url, nsp, auth)
 }
 
 // waitEvent returns the admin's next event called name, skipping others.

@@ -43,14 +43,7 @@ func serve(t *testing.T, edit func(*config.Config)) string {
 
 func dial(t *testing.T, url, nsp string) *siotest.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := siotest.Dial(ctx, url, nsp, nil)
-	if err != nil {
-		t.Fatalf("dial %s: %v", nsp, err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return siotest.Connect(t, url, nsp, nil)
 }
 
 type ack struct {

@@ -35,14 +35,7 @@ func start(t *testing.T, setup func(s *sio.Server, root *sio.Namespace)) (*sio.S
 
 func dial(t *testing.T, url, nsp string) *siotest.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := siotest.Dial(ctx, url, nsp, nil)
-	if err != nil {
-		t.Fatalf("dial %s%s: %v", url, nsp, err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return siotest.Connect(t, url, nsp, nil)
 }
 
 type echoReq struct {

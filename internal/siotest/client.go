@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -66,6 +67,20 @@ type ConnectError struct {
 }
 
 func (e *ConnectError) Error() string { return "connect_error: " + e.Message }
+
+// Connect is Dial for a test: it gives the connection 10 s, fails t if it cannot connect, and
+// closes the client when t ends.
+func Connect(t testing.TB, base, nsp string, auth any) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, base, nsp, auth)
+	if err != nil {
+		t.Fatalf("connect to %s%s: %v", base, nsp, err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
 
 // Dial connects over WebSocket to base (http://host:port) and joins nsp with auth (nil for none).
 // To recover a session, pass auth {"pid": <PID>, "offset": <LastOffset>} as the stock client does.
