@@ -175,7 +175,7 @@ func (r *Redis) xaddDone(batch []outMsg, results []xaddResult) {
 	if len(failed) > 0 {
 		st.deliverMu.Lock()
 		for _, x := range failed {
-			x.a.deliver(x.p, x.opts, "")
+			x.a.deliverLocalLocked(x.p, x.opts)
 		}
 		st.deliverMu.Unlock()
 		for _, x := range failed {
@@ -273,7 +273,7 @@ func (st *streamState) deliverQueued(r *Redis) {
 			continue
 		}
 		st.deliverMu.Lock()
-		m.xadd.a.deliver(m.xadd.p, m.xadd.opts, "")
+		m.xadd.a.deliverLocalLocked(m.xadd.p, m.xadd.opts)
 		st.deliverMu.Unlock()
 		r.fire(m.xadd.commit, LocalOnly)
 	}
