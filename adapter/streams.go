@@ -79,7 +79,10 @@ type streamState struct {
 	// restored, so that no entry falls between the replayed packets and the live ones.
 	deliverMu sync.Mutex
 	head      atomic.Pointer[string] // the last entry delivered; nil until the reader knows where the stream ends
-	started   chan struct{}          // closed once head is set
+	// stale is the latest entry of this node delivered before the reader reached it (deliverStale):
+	// a local broadcast after it follows it (streams_outage.go); deliverMu guards it.
+	stale   streamID
+	started chan struct{} // closed once head is set
 
 	pendMu   sync.Mutex
 	pendCond *sync.Cond
@@ -387,6 +390,9 @@ func (r *Redis) deliverStale() {
 	defer st.deliverMu.Unlock()
 	for _, pb := range stale {
 		pb.xadd.a.deliver(pb.xadd.p, pb.xadd.opts, pb.ids)
+		if st.stale.less(pb.id) {
+			st.stale = pb.id
+		}
 	}
 }
 

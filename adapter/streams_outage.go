@@ -17,7 +17,8 @@ import (
 //
 // A local offset is "<stream id>:<node uid>:<seq>": the stream entry this node had delivered last
 // when it delivered the broadcast (the stream's head), the node's uid, and the log's sequence
-// number. A position is ordered by its stream id, then by seq (a stream id alone is seq 0): local
+// number (a broadcast of this node delivered ahead of the reader, deliverStale, counts as
+// delivered: a local entry after it follows it). A position is ordered by its stream id, then by seq (a stream id alone is seq 0): local
 // entries come after the stream entry they followed and before any later one, as they were
 // delivered. The stock client echoes the last offset it received; a node that is not the one that
 // made a local offset reads its stream id only.
@@ -28,8 +29,9 @@ import (
 // ones this node's sockets received; the publisher was told {local:true}, which promises delivery
 // on its node only.
 
-// outageLogMax bounds the entries of a namespace's outage log; the oldest go first, and a
-// recovery that needs one of them fails (the client starts a new session).
+// outageLogMax and maxLogBytes (as the memory log) bound the entries of a namespace's outage log;
+// the oldest go first, and a recovery that needs one of them fails (the client starts a new
+// session).
 const outageLogMax = 10_000
 
 // position is where a socket stands in what this node delivered: after stream entry id, and after
@@ -54,6 +56,7 @@ type localEntry struct {
 // outageLog is a namespace's outage log; st.deliverMu guards it.
 type outageLog struct {
 	entries []localEntry
+	bytes   int // the entries' packets, roughly
 	seq     uint64
 	trimmed *position // the last entry dropped, if any
 }
@@ -95,6 +98,9 @@ func (a *streamsAdapter) deliverLocalLocked(p *protocol.Packet, opts BroadcastOp
 		return
 	}
 	head, _ := newStreamID(h)
+	if head.less(a.r.streams.stale) {
+		head = a.r.streams.stale // delivered already, ahead of the reader
+	}
 	l := &a.outage
 	l.seq++
 	pos := position{head, l.seq}
@@ -102,6 +108,7 @@ func (a *streamsAdapter) deliverLocalLocked(p *protocol.Packet, opts BroadcastOp
 	q.Offset = localOffset(pos, a.r.uid)
 	now := time.Now()
 	l.entries = append(l.entries, localEntry{pos: pos, at: now, p: &q, opts: opts})
+	l.bytes += entrySize(&q)
 	a.trimOutageLocked(now, o.KeepPackets)
 	a.nsp.Deliver(&q, a.selectIDs(opts), opts.Volatile)
 }
@@ -118,7 +125,8 @@ func (a *streamsAdapter) deliverLocal(p *protocol.Packet, opts BroadcastOptions)
 func (a *streamsAdapter) trimOutageLocked(now time.Time, keep time.Duration) {
 	l := &a.outage
 	n := 0
-	for n < len(l.entries) && (len(l.entries)-n > outageLogMax || now.Sub(l.entries[n].at) > keep) {
+	for n < len(l.entries) && (len(l.entries)-n > outageLogMax || l.bytes > maxLogBytes || now.Sub(l.entries[n].at) > keep) {
+		l.bytes -= entrySize(l.entries[n].p)
 		n++
 	}
 	if n == 0 {
@@ -138,7 +146,7 @@ func (a *streamsAdapter) trimOutageLocked(now time.Time, keep time.Duration) {
 func (a *streamsAdapter) headLocked(h string) string {
 	if n := len(a.outage.entries); n > 0 {
 		last := a.outage.entries[n-1]
-		if head, ok := newStreamID(h); ok && last.pos.id == head {
+		if head, ok := newStreamID(h); ok && !last.pos.id.less(head) {
 			return last.p.Offset
 		}
 	}
@@ -180,4 +188,13 @@ func mergeMissed(stream []*protocol.Packet, ids []streamID, local []localEntry) 
 		out = append(out, e.p)
 	}
 	return append(out, stream[i:]...)
+}
+
+// entrySize is roughly what an entry of the outage log holds.
+func entrySize(p *protocol.Packet) int {
+	n := len(p.Data) + len(p.Offset) + 128
+	for _, a := range p.Attachments {
+		n += len(a)
+	}
+	return n
 }
