@@ -161,10 +161,10 @@ func (a *streamsAdapter) BroadcastCommit(p *protocol.Packet, opts BroadcastOptio
 		case claim != nil:
 			done(Unavailable)
 		case opts.Local:
-			a.deliver(p, opts, "")
+			a.deliverLocal(p, opts)
 			done(Committed)
 		default:
-			a.deliver(p, opts, "")
+			a.deliverLocal(p, opts)
 			done(LocalOnly)
 		}
 		return
@@ -175,7 +175,7 @@ func (a *streamsAdapter) BroadcastCommit(p *protocol.Packet, opts BroadcastOptio
 			done(Unavailable)
 			return
 		}
-		a.deliver(p, opts, "")
+		a.deliverLocal(p, opts)
 		done(LocalOnly)
 		return
 	}
@@ -186,6 +186,6 @@ func (a *streamsAdapter) BroadcastCommit(p *protocol.Packet, opts BroadcastOptio
 		x.values = append(x.values, claimField, "1")
 	}
 	if !r.enqueueCommit(outMsg{xadd: x}, pc) && claim == nil {
-		a.deliver(p, opts, "") // the queue is full: this node's sockets at least
+		a.deliverLocal(p, opts) // the queue is full: this node's sockets at least
 	}
 }

@@ -153,8 +153,9 @@
 // In streams mode a broadcast reaches this node's sockets when the stream reader reaches its entry
 // (a round trip to Redis later, as in Node, which waits for XADD), so that the stream's order is
 // every socket's order. While Redis is unreachable, or when the queue is full, broadcasts are
-// delivered to this node's sockets at once, without an offset (not recoverable), as Node does when
-// its XADD fails; an entry the reader has not reached 5 s after its XADD is delivered anyway. A
+// delivered to this node's sockets at once, as Node does when its XADD fails, with a local offset
+// of the namespace's outage log (streams_outage.go), from which this node's clients recover them;
+// an entry the reader has not reached 5 s after its XADD is delivered anyway. A
 // restore while Redis is unreachable waits for it (RecoveryOptions.OutageWait). A restore whose
 // offset the stream no longer holds because Redis lost the stream (a restart without
 // persistence: the stream ends before the offset, or the offset is gone from a stream never

@@ -79,7 +79,10 @@ type streamState struct {
 	// restored, so that no entry falls between the replayed packets and the live ones.
 	deliverMu sync.Mutex
 	head      atomic.Pointer[string] // the last entry delivered; nil until the reader knows where the stream ends
-	started   chan struct{}          // closed once head is set
+	// stale is the latest entry of this node delivered before the reader reached it (deliverStale):
+	// a local broadcast after it follows it (streams_outage.go); deliverMu guards it.
+	stale   streamID
+	started chan struct{} // closed once head is set
 
 	pendMu   sync.Mutex
 	pendCond *sync.Cond
@@ -175,7 +178,7 @@ func (r *Redis) xaddDone(batch []outMsg, results []xaddResult) {
 	if len(failed) > 0 {
 		st.deliverMu.Lock()
 		for _, x := range failed {
-			x.a.deliver(x.p, x.opts, "")
+			x.a.deliverLocalLocked(x.p, x.opts)
 		}
 		st.deliverMu.Unlock()
 		for _, x := range failed {
@@ -273,7 +276,7 @@ func (st *streamState) deliverQueued(r *Redis) {
 			continue
 		}
 		st.deliverMu.Lock()
-		m.xadd.a.deliver(m.xadd.p, m.xadd.opts, "")
+		m.xadd.a.deliverLocalLocked(m.xadd.p, m.xadd.opts)
 		st.deliverMu.Unlock()
 		r.fire(m.xadd.commit, LocalOnly)
 	}
@@ -387,6 +390,9 @@ func (r *Redis) deliverStale() {
 	defer st.deliverMu.Unlock()
 	for _, pb := range stale {
 		pb.xadd.a.deliver(pb.xadd.p, pb.xadd.opts, pb.ids)
+		if st.stale.less(pb.id) {
+			st.stale = pb.id
+		}
 	}
 }
 

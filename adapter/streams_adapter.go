@@ -35,6 +35,8 @@ type streamsAdapter struct {
 	live      map[string]*Session
 	liveTimer *time.Timer
 
+	outage outageLog // broadcasts delivered without a stream entry (streams_outage.go)
+
 	pending requests[*clusterMessage]
 }
 
@@ -68,16 +70,16 @@ func (a *streamsAdapter) local(opts BroadcastOptions) bool {
 // in stream order, stamped with its entry id when it is recoverable (and recovery is on).
 func (a *streamsAdapter) Broadcast(p *protocol.Packet, opts BroadcastOptions) {
 	if a.local(opts) {
-		a.deliver(p, opts, "")
+		a.deliverLocal(p, opts)
 		return
 	}
 	x, err := a.xadd(p, opts)
 	if err != nil {
-		a.deliver(p, opts, "")
+		a.deliverLocal(p, opts)
 		return
 	}
 	if !a.r.enqueue(outMsg{xadd: x}) {
-		a.deliver(p, opts, "") // the queue is full: this node's sockets at least
+		a.deliverLocal(p, opts) // the queue is full: this node's sockets at least
 	}
 }
 
@@ -468,8 +470,13 @@ func (a *streamsAdapter) Head() string {
 		case <-time.After(headStartWait):
 		}
 	}
+	st.deliverMu.Lock()
+	defer st.deliverMu.Unlock()
 	h, _ := st.headID()
-	return h
+	if h == "" {
+		return ""
+	}
+	return a.headLocked(h)
 }
 
 func (a *streamsAdapter) PersistSession(s Session) {
@@ -547,16 +554,19 @@ func (a *streamsAdapter) RestoreSession(ctx context.Context, pid, offset string,
 		return fmt.Errorf("restore session: %w", err)
 	}
 	end, _ := newStreamID(info.LastGeneratedID)
-	from, ok := newStreamID(s.From)
-	c, cok := newStreamID(offset)
+	// Positions: a stream entry id, or a local offset of the outage log (streams_outage.go).
+	fromPos, ok := a.parseOffset(s.From)
+	cPos, cok := a.parseOffset(offset)
+	c := cPos.id
 	if cok && end.less(c) {
 		// The stream ends before an entry the client received: Redis lost it (a restart
 		// without persistence), and with it whatever came after that entry.
 		return errNoSession("the stream was lost: it ends before the client's offset")
 	}
-	if cok && (!ok || from.less(c)) {
-		from, ok = c, true // an offset the client received, later than the session's From
+	if cok && (!ok || fromPos.less(cPos)) {
+		fromPos, ok = cPos, true // an offset the client received, later than the session's From
 	}
+	from := fromPos.id
 	if !ok {
 		return errNoSession("neither the session nor the client has an offset")
 	}
@@ -578,13 +588,23 @@ func (a *streamsAdapter) RestoreSession(ctx context.Context, pid, offset string,
 		head, _ := newStreamID(hs)
 		if started && !head.less(from) && !fetched.less(head) {
 			packets := make([]*protocol.Packet, 0, len(missed))
+			ids := make([]streamID, 0, len(missed))
 			for _, e := range missed {
 				if !head.less(e.id) {
 					packets = append(packets, e.p)
+					ids = append(ids, e.id)
 				}
 			}
+			local, kept := a.missedLocal(fromPos, s.Rooms)
+			if !kept {
+				st.deliverMu.Unlock()
+				return errNoSession("packets it missed are no longer in this node's outage log")
+			}
 			s.From = from.String()
-			attach(s, packets)
+			if fromPos.seq > 0 {
+				s.From = localOffset(fromPos, a.r.uid)
+			}
+			attach(s, mergeMissed(packets, ids, local))
 			st.deliverMu.Unlock()
 			return nil
 		}
