@@ -509,21 +509,17 @@ func room(m *sio.Message) (string, error) {
 
 // join: (nsp, room, filter?) makes the sockets join room.
 func (a *Admin) join(ctx context.Context, c *sio.Conn, m *sio.Message) (any, error) {
-	n, opts, release, err := a.target(m, 2)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	r, err := room(m)
-	if err != nil {
-		return nil, err
-	}
-	a.log.Info("admin action", "sid", c.ID(), "action", "join", "nsp", n.Name(), "room", r, "filter", opts.Rooms)
-	return nil, n.SocketsJoin(ctx, opts, r)
+	return a.roomAction(ctx, c, m, "join", (*sio.Namespace).SocketsJoin)
 }
 
 // leave: (nsp, room, filter?) makes the sockets leave room.
 func (a *Admin) leave(ctx context.Context, c *sio.Conn, m *sio.Message) (any, error) {
+	return a.roomAction(ctx, c, m, "leave", (*sio.Namespace).SocketsLeave)
+}
+
+// roomAction decodes (nsp, room, filter?) and applies join or leave to the sockets it selects.
+func (a *Admin) roomAction(ctx context.Context, c *sio.Conn, m *sio.Message, action string,
+	apply func(*sio.Namespace, context.Context, adapter.BroadcastOptions, ...string) error) (any, error) {
 	n, opts, release, err := a.target(m, 2)
 	if err != nil {
 		return nil, err
@@ -533,8 +529,8 @@ func (a *Admin) leave(ctx context.Context, c *sio.Conn, m *sio.Message) (any, er
 	if err != nil {
 		return nil, err
 	}
-	a.log.Info("admin action", "sid", c.ID(), "action", "leave", "nsp", n.Name(), "room", r, "filter", opts.Rooms)
-	return nil, n.SocketsLeave(ctx, opts, r)
+	a.log.Info("admin action", "sid", c.ID(), "action", action, "nsp", n.Name(), "room", r, "filter", opts.Rooms)
+	return nil, apply(n, ctx, opts, r)
 }
 
 // disconnect: (nsp, close, filter?) disconnects the sockets; with close, their connections too.
